@@ -1,0 +1,5 @@
+import sys
+
+from policyagent.cli import main
+
+sys.exit(main())
