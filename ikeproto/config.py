@@ -1,0 +1,116 @@
+"""What an IKE endpoint is told to negotiate: the contract between ``ikeproto`` and its user.
+
+The policy agent (or a test, or an embedding application) describes phase 1 (Main Mode) and
+phase 2 (Quick Mode) in these frozen records; the endpoint turns them into SA payloads, and
+hands back what was agreed in ``ikeproto.events``. Algorithm names are the canonical names of
+``espcore.transforms`` for IPsec SAs, and IKE's own names for phase 1:
+
+- phase-1 ciphers ``des``, ``3des``, ``aes-cbc`` (with ``key_bits`` 128/192/256);
+- phase-1 hashes ``md5``, ``sha1``, ``sha2-256``, ``sha2-384``, ``sha2-512`` (the PRF is the HMAC
+  of the hash, RFC 2409 §4);
+- phase-1 authentication ``psk``, ``rsa-sig``, ``gssapi`` (Kerberos, method 65001);
+- DH groups by IANA number (1, 2, 5, 14, 15, 16, 19, 20, 31).
+
+Responder decisions are looked up through a ``ConfigProvider``: a plain query object (no I/O,
+no callbacks into the caller's event loop) that answers "what do I accept from this peer".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Address = tuple[str, int]
+Mode = Literal["transport", "tunnel"]
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """An ISAKMP identity (RFC 2407 §4.6.2): ``kind`` is ``ipv4``, ``ipv6``, ``fqdn``,
+    ``user-fqdn``, ``der-dn`` or ``key-id``; ``value`` is its text (or DER bytes for ``der-dn``)."""
+
+    kind: str
+    value: str | bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Phase1Proposal:
+    """One Main Mode transform offered or accepted, in preference order within a config."""
+
+    cipher: str
+    hash: str
+    dh_group: int
+    auth: str = "psk"
+    key_bits: int | None = None
+    lifetime_s: int = 28_800  # Windows: master key 480 minutes
+    lifetime_kb: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Phase1Config:
+    """How to run Main Mode with one peer (initiator) or what to accept from it (responder)."""
+
+    proposals: tuple[Phase1Proposal, ...]
+    psk: bytes | None = field(default=None, repr=False)
+    local_id: Identity | None = None  # None: our IP address (ID_IPV4_ADDR / ID_IPV6_ADDR)
+    peer_id: Identity | None = None  # expected identity of the peer; None accepts its address
+    nat_traversal: bool = True  # offer/accept RFC 3947 (and draft) NAT-T
+    initial_contact: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrafficSelector:
+    """A Quick Mode ID (RFC 2409 §5.5): an address or subnet, IP protocol and port (0 = any)."""
+
+    network: IpNetwork
+    protocol: int = 0
+    port: int = 0
+
+    @classmethod
+    def host(cls, address: str, protocol: int = 0, port: int = 0) -> "TrafficSelector":
+        return cls(network=ipaddress.ip_network(address), protocol=protocol, port=port)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IpsecTransform:
+    """One protocol of a Quick Mode proposal: ESP (cipher and optional integrity) or AH."""
+
+    protocol: Literal["esp", "ah"]
+    integrity: str | None = None  # espcore name, e.g. "hmac-sha1-96"; None for AEAD ESP
+    cipher: str | None = None  # espcore name, e.g. "aes-cbc"; None for AH
+    key_bits: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Phase2Proposal:
+    """A Quick Mode proposal: one transform, or AH+ESP as a bundle; lifetimes for the pair."""
+
+    transforms: tuple[IpsecTransform, ...]
+    lifetime_s: int | None = 3_600
+    lifetime_kb: int | None = 100_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Phase2Config:
+    """What Quick Mode negotiates for one pair of traffic selectors."""
+
+    proposals: tuple[Phase2Proposal, ...]
+    local_ts: TrafficSelector
+    remote_ts: TrafficSelector
+    mode: Mode = "transport"
+    pfs_group: int | None = None  # session-key PFS: a fresh DH in Quick Mode
+
+
+class ConfigProvider(Protocol):
+    """Answers the endpoint's questions about what to accept. Pure lookups; return None to refuse."""
+
+    def phase1_config(self, peer: Address) -> Phase1Config | None:
+        """Main Mode settings for ``peer`` (initiating to it or answering it)."""
+
+    def phase2_config(
+        self, peer: Address, local_ts: TrafficSelector, remote_ts: TrafficSelector, mode: Mode
+    ) -> Phase2Config | None:
+        """As responder: what we accept for a Quick Mode from ``peer`` with these selectors
+        (``local_ts`` is ours, i.e. the peer's IDcr). None sends NO-PROPOSAL-CHOSEN."""
