@@ -57,6 +57,10 @@ class Phase1Config:
     local_id: Identity | None = None  # None: our IP address (ID_IPV4_ADDR / ID_IPV6_ADDR)
     peer_id: Identity | None = None  # expected identity of the peer; None accepts its address
     nat_traversal: bool = True  # offer/accept RFC 3947 (and draft) NAT-T
+    # Pretend to be behind a NAT (send a NAT-D for ourselves that cannot match), so that both
+    # sides float to the NAT-T port and carry ESP in UDP: what strongSwan's `encap = yes` does,
+    # and what a data path without raw sockets (no root) needs.
+    force_encapsulation: bool = False
     initial_contact: bool = True
 
 
