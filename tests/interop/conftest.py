@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.interop.ikescan import DEFAULT_BPF, Capture
 from tests.interop.strongswan import CHARON, Charon, SwanctlConfig
 from tests.lab import need, need_netns, need_program
 
@@ -79,5 +80,36 @@ def charon_factory(request: pytest.FixtureRequest, netns_pair) -> Iterator[Charo
         try:
             for charon in reversed(started):
                 charon.stop()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def capture_factory(netns_pair) -> Iterator[Callable[..., Capture]]:  # type: ignore[no-untyped-def]
+    """``start(side, *, iface=None, bpf=DEFAULT_BPF) -> Capture``: tcpdump running in a namespace.
+
+    ``side`` 0 or 1 captures on that side's veth (or give a namespace name and ``iface``). Call
+    ``.stop()`` for the pcap path; captures still running are stopped at teardown and every pcap is
+    deleted with its temporary directory.
+    """
+    need_capture()
+    base = Path(tempfile.mkdtemp(prefix="pyipsec-cap-"))
+    captures: list[Capture] = []
+
+    def start(side: str | int, *, iface: str | None = None, bpf: str = DEFAULT_BPF) -> Capture:
+        ns = netns_pair.ns[side] if isinstance(side, int) else side
+        dev = iface or (netns_pair.veth[side] if isinstance(side, int) else None)
+        if dev is None:
+            raise ValueError("capture in a named namespace needs iface=")
+        cap = Capture(ns, dev, base / f"{ns}-{dev}-{len(captures)}.pcap", bpf)
+        captures.append(cap)
+        return cap.start()
+
+    try:
+        yield start
+    finally:
+        try:
+            for cap in captures:
+                cap.stop()
         finally:
             shutil.rmtree(base, ignore_errors=True)

@@ -1,18 +1,22 @@
-"""Probe and watch tools for interop tests: ike-scan, packet capture, tshark field dumps.
+"""Probe and watch tools for interop tests: ike-scan, packet capture, tshark, namespace sockets.
 
 Owns running ``ike-scan`` (an independent IKEv1 Main/Aggressive Mode initiator, RFC 2409 §5) from a
 network namespace and parsing what it reports (the accepted transform, or the Notify a responder
-sent, RFC 2408 §3.14.1), and capturing a namespace's traffic with ``tcpdump`` for ``tshark``.
+sent, RFC 2408 §3.14.1), and capturing a namespace's traffic with ``tcpdump`` for ``tshark``, and opening sockets inside a
+namespace from the test process (so an in-process asyncio endpoint can live at 192.0.2.1).
 Does not own the namespaces (``tests.lab``) or charon (``tests.interop.strongswan``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import select
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -156,7 +160,9 @@ class Capture:
         self.stderr = ""
 
     def start(self, timeout: float = 5.0) -> Capture:
-        """Start tcpdump and return once it reports that it is listening."""
+        """Start tcpdump and return once it reports that it is listening (no-op when running)."""
+        if self._proc is not None:
+            return self
         argv = ["tcpdump", "--immediate-mode", "-U", "-n", "-s", "0", "-i", self.iface, "-w", str(self.path), self.bpf]
         if self.netns is not None:
             argv = ["ip", "netns", "exec", self.netns, *argv]
@@ -211,3 +217,40 @@ def tshark_fields(pcap: Path | str, display_filter: str, fields: Sequence[str]) 
     if proc.returncode != 0:
         raise RuntimeError(f"tshark exited {proc.returncode}: {proc.stderr.strip()}")
     return [dict(zip(fields, line.split("\t"))) for line in proc.stdout.splitlines()]
+
+
+# ----------------------------------------------------------------------------- namespace sockets
+
+CLONE_NEWNET = 0x40000000
+
+
+def netns_socket(netns: str, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = 0) -> socket.socket:
+    """A socket that lives in network namespace ``netns`` (``ip netns`` name), made from this process.
+
+    A short-lived thread joins the namespace with setns(2) (a network namespace is per thread),
+    creates the socket and exits; the socket stays in that namespace, the caller's threads never
+    move. Bind it and hand it to ``loop.create_datagram_endpoint(..., sock=s)``. Needs root.
+    """
+    made: list[socket.socket] = []
+    failed: list[BaseException] = []
+
+    def enter_and_create() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({netns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            made.append(socket.socket(family, type, proto))
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=enter_and_create, name=f"netns-{netns}")
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
+    return made[0]

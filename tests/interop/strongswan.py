@@ -43,7 +43,7 @@ LAB_IKE_PROPOSALS = ("3des-sha1-modp1024", "aes128-sha1-modp2048")
 LAB_ESP_PROPOSALS = ("aes128-sha1", "3des-sha1")
 RESPONDER_IKE_PROPOSALS = (*LAB_IKE_PROPOSALS, "aes128-sha1-modp1024", "aes256-sha256-modp2048")
 RESPONDER_ESP_PROPOSALS = (*LAB_ESP_PROPOSALS, "aes128-sha1-modp2048", "3des-sha1-modp1024")
-# swanctl --load-creds looks for these below SWANCTL_DIR and complains when they are missing.
+# swanctl --load-creds reads these next to swanctl.conf and complains when they are missing.
 _CRED_DIRS = "x509 x509ca x509ocsp x509aa x509ac x509crl pubkey private rsa ecdsa bliss pkcs8 pkcs12".split()
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _VALUE_FORBIDDEN = re.compile(r'[\n\r{}"#]')
@@ -617,9 +617,10 @@ swanctl {{ socket = unix://{d}/charon.vici }}
         self.netns, self.state_dir = netns, d
         self.vici_path.unlink(missing_ok=True)
         (d / "strongswan.conf").write_text(self.strongswan_conf())
-        # ``ip netns exec`` and ``unshare`` exec() in turn and the shell execs charon, so the
-        # Popen PID is charon's own. The private /run hides the host's /run/charon.pid.
-        script = 'mount -t tmpfs pyipsec-run /run || exit 1; exec "$0"'
+        # ``ip netns exec``, ``unshare``, the shell and ``setpriv`` each exec() the next, so the
+        # Popen PID is charon's own. The private /run hides the host's /run/charon.pid. The
+        # parent-death signal ends charon if the test process itself is killed (no teardown ran).
+        script = 'mount -t tmpfs pyipsec-run /run || exit 1; exec setpriv --pdeathsig TERM "$0"'
         argv = ["ip", "netns", "exec", netns, "unshare", "-m", "--propagation", "private"]
         argv += ["sh", "-c", script, self.charon_path]
         with open(d / "charon.stdout", "wb") as out:
@@ -635,7 +636,8 @@ swanctl {{ socket = unix://{d}/charon.vici }}
             raise
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "STRONGSWAN_CONF": str(self._dir() / "strongswan.conf"), "SWANCTL_DIR": str(self._dir())}
+        # swanctl looks for its credential directories (x509, private, ...) next to --file.
+        return {**os.environ, "STRONGSWAN_CONF": str(self._dir() / "strongswan.conf")}
 
     def _wait_for_vici(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -658,7 +660,13 @@ swanctl {{ socket = unix://{d}/charon.vici }}
         path = self._dir() / "swanctl.conf"
         path.write_text(text)
         path.chmod(0o600)  # it holds the pre-shared key
-        return self.swanctl("--load-all", "--noprompt", "--file", str(path))
+        argv = ["--load-all", "--noprompt", "--file", str(path)]
+        output = self.swanctl(*argv)
+        # swanctl 5.9 exits 0 on a syntax error: it reports "invalid config file", then unloads
+        # every connection, as if the file were empty.
+        if "invalid config file" in output:
+            raise SwanctlError([self.swanctl_path, *argv], 0, output, self.log_tail())
+        return output
 
     # -- swanctl
     def swanctl(self, command: str, *args: str, timeout: float = 20.0, check: bool = True) -> str:

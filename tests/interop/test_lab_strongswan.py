@@ -11,11 +11,11 @@ exchanges and ESP-in-UDP with the listed SPIs.
 from __future__ import annotations
 
 import os
-import subprocess
+import socket
 
 import pytest
 
-from tests.interop.conftest import need_capture, need_ike_scan
+from tests.interop.conftest import need_ike_scan
 from tests.interop.ikescan import (
     AUTH_PSK,
     ENC_3DES,
@@ -26,8 +26,8 @@ from tests.interop.ikescan import (
     GROUP_MODP2048,
     HASH_MD5,
     HASH_SHA1,
-    Capture,
     ike_scan,
+    netns_socket,
     parse_ike_scan,
     transform,
     tshark_fields,
@@ -476,14 +476,13 @@ def test_ike_scan_probes_charon_responder(charon_factory, netns_pair):
 
 @pytest.mark.interop
 @pytest.mark.root
-def test_capture_shows_main_quick_mode_and_esp_in_udp(charon_factory, netns_pair, tmp_path):
+def test_capture_shows_main_quick_mode_and_esp_in_udp(charon_factory, capture_factory, netns_pair):
     """hq1 initiates; a capture on hq1's veth holds MM on 500, QM on 4500 and ESP-in-UDP with the listed SPIs."""
-    need_capture()
     a, b = _pair_charons(charon_factory, netns_pair)
-    with Capture(netns_pair.ns[0], netns_pair.veth[0], tmp_path / "hq1.pcap") as cap:
-        a.initiate("hq", "net", timeout=10)
-        _assert_pair(b, a, "net")
-        _ping(netns_pair, 0, netns_pair.inner[1])
+    cap = capture_factory(0)
+    a.initiate("hq", "net", timeout=10)
+    _assert_pair(b, a, "net")
+    _ping(netns_pair, 0, netns_pair.inner[1])
     pcap = cap.stop()
     isakmp = tshark_fields(pcap, "isakmp", ["udp.srcport", "isakmp.exchangetype"])
     kinds = {(r["udp.srcport"], r["isakmp.exchangetype"]) for r in isakmp}
@@ -493,3 +492,36 @@ def test_capture_shows_main_quick_mode_and_esp_in_udp(charon_factory, netns_pair
     (net_a,) = a.children("net")
     assert spis == {net_a.spi_in, net_a.spi_out}
     assert len(esp) >= 4  # two echo requests out, two replies back
+
+
+@pytest.mark.interop
+@pytest.mark.root
+def test_charon_with_unloadable_config_is_stopped(charon_factory, netns_pair):
+    """A config swanctl refuses fails start() with swanctl's message, and no charon is left running."""
+    with pytest.raises(SwanctlError, match="invalid config file") as err:
+        charon_factory(0, "connections {\n  broken {\n", name="broken")
+    assert "--load-all" in err.value.argv
+    bad_proposal = SwanctlConfig.for_pair(netns_pair, 0, proposals=("nonsense-sha1-modp1024",))
+    with pytest.raises(SwanctlError, match="invalid value for: proposals"):
+        charon_factory(0, bad_proposal, name="bad-proposal")
+    assert run(["ip", "netns", "pids", netns_pair.ns[0]]).stdout.split() == []
+
+
+@pytest.mark.interop
+@pytest.mark.root
+def test_netns_socket_lives_in_its_namespace(netns_pair):
+    """Sockets made from the test process in ns[0] and ns[1] talk over the veth; ours stays put."""
+    a = netns_socket(netns_pair.ns[0])
+    b = netns_socket(netns_pair.ns[1])
+    with a, b:
+        a.bind((netns_pair.addrs[0], 0))  # only ns[0] has 192.0.2.1
+        b.bind((netns_pair.addrs[1], 0))
+        a.settimeout(5)
+        b.sendto(b"hello", a.getsockname())
+        data, peer = a.recvfrom(100)
+        assert (data, peer) == (b"hello", b.getsockname())
+    here = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with here, pytest.raises(OSError):
+        here.bind((netns_pair.addrs[0], 0))  # the test thread is still in the root namespace
+    with pytest.raises(FileNotFoundError):
+        netns_socket("pyipsec-no-such-namespace")
