@@ -13,12 +13,13 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.interop.ikescan import DEFAULT_BPF, Capture
 from tests.interop.strongswan import CHARON, Charon, SwanctlConfig
-from tests.lab import need, need_netns, need_program
+from tests.lab import NetnsPair, need, need_netns, need_program
 
 LIBIPSEC_PLUGIN = "/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so"
 
@@ -56,7 +57,7 @@ CharonFactory = Callable[..., Charon]
 
 
 @pytest.fixture
-def charon_factory(request: pytest.FixtureRequest, netns_pair) -> Iterator[CharonFactory]:  # type: ignore[no-untyped-def]
+def charon_factory(request: pytest.FixtureRequest, netns_pair: NetnsPair) -> Iterator[CharonFactory]:
     """``start(netns, conf, *, name=None, **charon_kw) -> Charon``: a running, configured charon.
 
     ``netns`` is a namespace name or a side (0 or 1) of ``netns_pair``; ``conf`` a ``SwanctlConfig``
@@ -67,7 +68,7 @@ def charon_factory(request: pytest.FixtureRequest, netns_pair) -> Iterator[Charo
     started: list[Charon] = []
     request.node._interop_charons = started
 
-    def start(netns: str | int, conf: SwanctlConfig | str, *, name: str | None = None, **kw) -> Charon:  # type: ignore[no-untyped-def]
+    def start(netns: str | int, conf: SwanctlConfig | str, *, name: str | None = None, **kw: Any) -> Charon:
         ns = netns_pair.ns[netns] if isinstance(netns, int) else netns
         charon = Charon(name or f"charon{len(started)}", **kw)
         started.append(charon)  # before start: a half-started charon is stopped too
@@ -85,7 +86,7 @@ def charon_factory(request: pytest.FixtureRequest, netns_pair) -> Iterator[Charo
 
 
 @pytest.fixture
-def capture_factory(netns_pair) -> Iterator[Callable[..., Capture]]:  # type: ignore[no-untyped-def]
+def capture_factory(netns_pair: NetnsPair) -> Iterator[Callable[..., Capture]]:
     """``start(side, *, iface=None, bpf=DEFAULT_BPF) -> Capture``: tcpdump running in a namespace.
 
     ``side`` 0 or 1 captures on that side's veth (or give a namespace name and ``iface``). Call

@@ -2,8 +2,9 @@
 
 Owns running ``ike-scan`` (an independent IKEv1 Main/Aggressive Mode initiator, RFC 2409 §5) from a
 network namespace and parsing what it reports (the accepted transform, or the Notify a responder
-sent, RFC 2408 §3.14.1), and capturing a namespace's traffic with ``tcpdump`` for ``tshark``, and opening sockets inside a
-namespace from the test process (so an in-process asyncio endpoint can live at 192.0.2.1).
+sent, RFC 2408 §3.14.1); capturing a namespace's traffic with ``tcpdump`` for ``tshark``; opening
+sockets inside a namespace from the test process (so an in-process asyncio endpoint can live at
+192.0.2.1 while pytest stays in the root namespace).
 Does not own the namespaces (``tests.lab``) or charon (``tests.interop.strongswan``).
 """
 
@@ -177,7 +178,8 @@ class Capture:
             chunk = os.read(fd, 4096) if ready else b""
             if not chunk:
                 self.stop()
-                raise RuntimeError(f"tcpdump did not start on {self.iface}: {(buf.decode(errors='replace') + self.stderr).strip()}")
+                said = (buf.decode(errors="replace") + self.stderr).strip()
+                raise RuntimeError(f"tcpdump did not start on {self.iface}: {said}")
             buf += chunk
         self.stderr = buf.decode(errors="replace")
         return self
@@ -224,7 +226,9 @@ def tshark_fields(pcap: Path | str, display_filter: str, fields: Sequence[str]) 
 CLONE_NEWNET = 0x40000000
 
 
-def netns_socket(netns: str, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = 0) -> socket.socket:
+def netns_socket(
+    netns: str, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = 0
+) -> socket.socket:
     """A socket that lives in network namespace ``netns`` (``ip netns`` name), made from this process.
 
     A short-lived thread joins the namespace with setns(2) (a network namespace is per thread),

@@ -26,9 +26,11 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 LAB_PSK = "ABC123"
 CHARON = "/usr/lib/ipsec/charon"
@@ -342,13 +344,24 @@ def parse_vici_pretty(text: str) -> list[tuple[str, dict[str, Any]]]:
     return messages
 
 
-def _int(d: Mapping[str, Any], key: str, base: int = 10) -> int | None:
-    v = d.get(key)
-    return None if v is None or v == "" else int(v, base)
-
-
-def _yes(d: Mapping[str, Any], key: str) -> bool:
-    return d.get(key) == "yes"
+def _from_tree(cls: type[T], d: Mapping[str, Any], **given: Any) -> T:
+    """Fill a record from a vici section: field ``is_encap`` <- key ``encap``, ``install_time_s`` <-
+    ``install-time``; the annotation picks the conversion (SPIs and CPIs are hex, flags yes/1)."""
+    kw = dict(given)
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name in kw:
+            continue
+        v = d.get(f.name.removeprefix("is_").removesuffix("_s").replace("_", "-"))
+        if f.type == "bool":
+            kw[f.name] = v in ("yes", "1")
+        elif f.type.startswith("int"):
+            base = 16 if f.name.startswith(("spi", "cpi")) or f.name.endswith("_spi") else 10
+            kw[f.name] = None if v in (None, "") and "None" in f.type else int(v, base)
+        elif f.type == "tuple[str, ...]":
+            kw[f.name] = tuple(v or ())
+        else:
+            kw[f.name] = v if v is not None or "None" in f.type else ""
+    return cls(**kw)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -371,56 +384,23 @@ class ChildSa:
     encr_keysize: int | None
     integ_alg: str | None
     integ_keysize: int | None
-    dh_group: str | None
+    dh_group: str | None  # PFS group of the Quick Mode
     esn: bool
     bytes_in: int | None
     packets_in: int | None
     bytes_out: int | None
     packets_out: int | None
-    install_time_s: int | None
-    rekey_time_s: int | None
-    life_time_s: int | None
+    install_time_s: int | None  # seconds since installation
+    rekey_time_s: int | None  # seconds until rekeying
+    life_time_s: int | None  # seconds until expiry
     local_ts: tuple[str, ...]
     remote_ts: tuple[str, ...]
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
-    @classmethod
-    def from_tree(cls, key: str, d: Mapping[str, Any]) -> ChildSa:
-        return cls(
-            key=key,
-            name=d.get("name", key),
-            uniqueid=int(d["uniqueid"]),
-            reqid=_int(d, "reqid"),
-            state=d.get("state", ""),
-            mode=d.get("mode", ""),
-            protocol=d.get("protocol", ""),
-            is_encap=_yes(d, "encap"),
-            spi_in=_int(d, "spi-in", 16),
-            spi_out=_int(d, "spi-out", 16),
-            cpi_in=_int(d, "cpi-in", 16),
-            cpi_out=_int(d, "cpi-out", 16),
-            encr_alg=d.get("encr-alg"),
-            encr_keysize=_int(d, "encr-keysize"),
-            integ_alg=d.get("integ-alg"),
-            integ_keysize=_int(d, "integ-keysize"),
-            dh_group=d.get("dh-group"),
-            esn=d.get("esn") == "1",
-            bytes_in=_int(d, "bytes-in"),
-            packets_in=_int(d, "packets-in"),
-            bytes_out=_int(d, "bytes-out"),
-            packets_out=_int(d, "packets-out"),
-            install_time_s=_int(d, "install-time"),
-            rekey_time_s=_int(d, "rekey-time"),
-            life_time_s=_int(d, "life-time"),
-            local_ts=tuple(d.get("local-ts", ())),
-            remote_ts=tuple(d.get("remote-ts", ())),
-            raw=d,
-        )
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IkeSa:
-    """One IKE SA (ISAKMP SA for IKEv1) as charon lists it; cookies are ints."""
+    """One IKE SA (ISAKMP SA for IKEv1) as charon lists it; the cookies are ints."""
 
     name: str  # connection name, "(unnamed)" for half-open responder SAs
     uniqueid: int
@@ -433,8 +413,8 @@ class IkeSa:
     remote_port: int | None
     remote_id: str | None
     is_initiator: bool
-    initiator_spi: int | None
-    responder_spi: int | None
+    initiator_spi: int | None  # CKY-I
+    responder_spi: int | None  # CKY-R
     nat_local: bool
     nat_remote: bool
     nat_fake: bool
@@ -444,44 +424,13 @@ class IkeSa:
     integ_alg: str | None
     prf_alg: str | None
     dh_group: str | None
-    established_s: int | None
+    established_s: int | None  # seconds since establishment
     children: tuple[ChildSa, ...]
     raw: Mapping[str, Any] = field(repr=False, compare=False)
 
     def child(self, name: str) -> ChildSa | None:
         """The first CHILD_SA named ``name`` (the config name, not the ``net-1`` key)."""
         return next((c for c in self.children if c.name == name), None)
-
-    @classmethod
-    def from_tree(cls, name: str, d: Mapping[str, Any]) -> IkeSa:
-        kids = d.get("child-sas") or {}
-        return cls(
-            name=name,
-            uniqueid=int(d["uniqueid"]),
-            version=int(d.get("version", "0")),
-            state=d.get("state", ""),
-            local_host=d.get("local-host"),
-            local_port=_int(d, "local-port"),
-            local_id=d.get("local-id"),
-            remote_host=d.get("remote-host"),
-            remote_port=_int(d, "remote-port"),
-            remote_id=d.get("remote-id"),
-            is_initiator=_yes(d, "initiator"),
-            initiator_spi=_int(d, "initiator-spi", 16),
-            responder_spi=_int(d, "responder-spi", 16),
-            nat_local=_yes(d, "nat-local"),
-            nat_remote=_yes(d, "nat-remote"),
-            nat_fake=_yes(d, "nat-fake"),
-            nat_any=_yes(d, "nat-any"),
-            encr_alg=d.get("encr-alg"),
-            encr_keysize=_int(d, "encr-keysize"),
-            integ_alg=d.get("integ-alg"),
-            prf_alg=d.get("prf-alg"),
-            dh_group=d.get("dh-group"),
-            established_s=_int(d, "established"),
-            children=tuple(ChildSa.from_tree(k, v) for k, v in kids.items()),
-            raw=d,
-        )
 
 
 def parse_list_sas(text: str) -> list[IkeSa]:
@@ -490,7 +439,15 @@ def parse_list_sas(text: str) -> list[IkeSa]:
     for label, tree in parse_vici_pretty(text):
         if label != "list-sa event":
             continue
-        sas.extend(IkeSa.from_tree(name, body) for name, body in tree.items())
+        for name, d in tree.items():
+            try:
+                kids = tuple(
+                    _from_tree(ChildSa, c, key=k, name=c.get("name", k), raw=c)
+                    for k, c in (d.get("child-sas") or {}).items()
+                )
+                sas.append(_from_tree(IkeSa, d, name=name, children=kids, raw=d))
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise StrongswanError(f"unexpected list-sas entry {name!r}: {exc}") from exc
     return sas
 
 
@@ -505,8 +462,6 @@ def find_children(sas: Sequence[IkeSa], name: str | None = None, state: str | No
 
 
 # ----------------------------------------------------------------------------- charon
-
-T = TypeVar("T")
 
 
 class Charon:
@@ -525,8 +480,10 @@ class Charon:
         settings: Mapping[str, object] | None = None,
         charon_path: str = CHARON,
         swanctl_path: str = SWANCTL,
+        die_with_parent: bool = True,
     ) -> None:
         self.name = name
+        self.die_with_parent = die_with_parent
         self.log_level = log_level
         self.plugins = tuple(plugins)
         self.settings = dict(settings or {})  # extra ``charon { key = value }`` entries
@@ -605,6 +562,8 @@ swanctl {{ socket = unix://{d}/charon.vici }}
         """Launch charon in ``netns``, wait for its vici socket, then load ``conf``.
 
         On any failure the process is stopped again and ``StrongswanError`` carries its output.
+        With ``die_with_parent`` charon gets SIGTERM when the *thread* that started it ends (Linux
+        parent-death signal), so start it from the main thread, not from ``asyncio.to_thread``.
         """
         if self.running:
             raise StrongswanError(f"charon {self.name} already started (pid {self.pid})")
@@ -620,7 +579,8 @@ swanctl {{ socket = unix://{d}/charon.vici }}
         # ``ip netns exec``, ``unshare``, the shell and ``setpriv`` each exec() the next, so the
         # Popen PID is charon's own. The private /run hides the host's /run/charon.pid. The
         # parent-death signal ends charon if the test process itself is killed (no teardown ran).
-        script = 'mount -t tmpfs pyipsec-run /run || exit 1; exec setpriv --pdeathsig TERM "$0"'
+        pdeath = "setpriv --pdeathsig TERM " if self.die_with_parent else ""
+        script = f'mount -t tmpfs pyipsec-run /run || exit 1; exec {pdeath}"$0"'
         argv = ["ip", "netns", "exec", netns, "unshare", "-m", "--propagation", "private"]
         argv += ["sh", "-c", script, self.charon_path]
         with open(d / "charon.stdout", "wb") as out:

@@ -463,7 +463,8 @@ def test_ike_scan_probes_charon_responder(charon_factory, netns_pair):
     ok = ike_scan(netns_pair.ns[1], target, transform(ENC_3DES, HASH_SHA1, AUTH_PSK, GROUP_MODP1024))
     assert ok.is_handshake and ok.mode == "Main", ok.output
     assert (ok.sa["Enc"], ok.sa["Hash"], ok.sa["Group"], ok.sa["Auth"]) == ("3DES", "SHA1", "2:modp1024", "PSK")
-    aes = ike_scan(netns_pair.ns[1], target, transform(ENC_AES_CBC, HASH_SHA1, AUTH_PSK, GROUP_MODP2048, key_length=128))
+    aes128 = transform(ENC_AES_CBC, HASH_SHA1, AUTH_PSK, GROUP_MODP2048, key_length=128)
+    aes = ike_scan(netns_pair.ns[1], target, aes128)
     assert aes.is_handshake and (aes.sa["Enc"], aes.sa["KeyLength"]) == ("AES", "128"), aes.output
     refused = ike_scan(netns_pair.ns[1], target, transform(ENC_DES, HASH_MD5, AUTH_PSK, GROUP_MODP768))
     assert refused.outcome == "notify" and refused.notify_name == "NO-PROPOSAL-CHOSEN", refused.output
