@@ -713,6 +713,12 @@ swanctl {{ socket = unix://{d}/charon.vici }}
         except (FileNotFoundError, StrongswanError):
             return ""
 
+    def deletes_received(self) -> list[tuple[str, int | None]]:
+        """Delete payloads charon logged receiving (log level >= 1), in order: ``("ESP", spi)``
+        for a CHILD_SA (the SPI is the sender's inbound one, our outbound), ``("IKE", None)``."""
+        found = re.finditer(r"received DELETE for (?:(ESP|AH) CHILD_SA with SPI ([0-9a-f]+)|(IKE)_SA)", self.log())
+        return [(m[1], int(m[2], 16)) if m[1] else ("IKE", None) for m in found]
+
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self.log().splitlines()[-lines:])
 

@@ -425,13 +425,19 @@ def test_charons_negotiate_tunnels_ping_and_delete(charon_factory, netns_pair):
         b.initiate("hq", "nope", timeout=5)
 
     # the responder deletes one CHILD_SA, then the whole IKE SA; the initiator follows
+    host_b = b.children("host")[0]
     a.terminate(ike="hq", child="net")
     b.wait_for(lambda sas: sas and sas[0].child("net") is None, timeout=5, what="net deleted")
     assert [c.name for c in b.children()] == ["host"]
     a.terminate(ike="hq")
     b.wait_for(lambda sas: not sas, timeout=5, what="IKE SA deleted")
     assert a.list_sas() == []
-    assert "received DELETE for IKE_SA" in b.log()
+    # each Delete names the SPI its sender receives on (RFC 2408 §3.15), i.e. hq2's outbound SPI
+    # (charon may process the IKE SA's Delete before the CHILD_SA's that was sent just before it)
+    deletes = b.deletes_received()
+    assert deletes[0] == ("ESP", net_b.spi_out) and ("IKE", None) in deletes
+    assert set(deletes) <= {("ESP", net_b.spi_out), ("ESP", host_b.spi_out), ("IKE", None)}
+    assert a.deletes_received() == []
 
 
 @pytest.mark.interop
