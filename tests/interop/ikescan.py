@@ -218,7 +218,8 @@ def tshark_fields(pcap: Path | str, display_filter: str, fields: Sequence[str]) 
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise RuntimeError(f"tshark exited {proc.returncode}: {proc.stderr.strip()}")
-    return [dict(zip(fields, line.split("\t"))) for line in proc.stdout.splitlines()]
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    return [dict(zip(fields, row + [""] * (len(fields) - len(row)))) for row in rows]
 
 
 # ----------------------------------------------------------------------------- namespace sockets

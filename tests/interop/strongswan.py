@@ -646,13 +646,16 @@ swanctl {{ socket = unix://{d}/charon.vici }}
             raise SwanctlError(argv, proc.returncode, output, self.log_tail())
         return output
 
-    def initiate(self, ike: str, child: str | None = None, *, timeout: float = 10.0) -> str:
+    def initiate(self, ike: str, child: str | None = None, *, timeout: float = 10.0, wait: bool = True) -> str:
         """Initiate IKE SA ``ike`` (Main Mode) and, with ``child``, a Quick Mode for that child.
 
         Returns swanctl's output (charon's log of the exchange) once the initiator has installed the
         SA; the responder may still be processing the last Quick Mode message (use ``wait_for``).
+        ``wait=False`` returns at once (``--timeout -1``) while charon goes on: for a peer that this
+        same thread drives, e.g. our endpoint on the test's event loop; then poll with ``wait_for``.
+        Failing or timing out raises ``SwanctlError``; charon keeps retransmitting after a timeout.
         """
-        args = ["--ike", ike, "--timeout", str(max(1, round(timeout)))]
+        args = ["--ike", ike, "--timeout", str(max(1, round(timeout))) if wait else "-1"]
         if child is not None:
             args += ["--child", child]
         return self.swanctl("--initiate", *args, timeout=timeout + 5)

@@ -491,10 +491,11 @@ def test_capture_shows_main_quick_mode_and_esp_in_udp(charon_factory, capture_fa
     _assert_pair(b, a, "net")
     _ping(netns_pair, 0, netns_pair.inner[1])
     pcap = cap.stop()
-    isakmp = tshark_fields(pcap, "isakmp", ["udp.srcport", "isakmp.exchangetype"])
-    kinds = {(r["udp.srcport"], r["isakmp.exchangetype"]) for r in isakmp}
+    rows = tshark_fields(pcap, "isakmp || esp", ["udp.srcport", "isakmp.exchangetype", "esp.spi"])
+    kinds = {(r["udp.srcport"], r["isakmp.exchangetype"]) for r in rows if r["isakmp.exchangetype"]}
     assert ("500", "2") in kinds and ("4500", "2") in kinds and ("4500", "32") in kinds, kinds
-    esp = tshark_fields(pcap, "udp.port == 4500 && esp", ["esp.spi"])
+    esp = [r for r in rows if r["esp.spi"]]
+    assert all(r["udp.srcport"] == "4500" for r in esp)
     spis = {int(r["esp.spi"], 16) for r in esp}
     (net_a,) = a.children("net")
     assert spis == {net_a.spi_in, net_a.spi_out}
@@ -532,3 +533,24 @@ def test_netns_socket_lives_in_its_namespace(netns_pair):
         here.bind((netns_pair.addrs[0], 0))  # the test thread is still in the root namespace
     with pytest.raises(FileNotFoundError):
         netns_socket("pyipsec-no-such-namespace")
+
+
+@pytest.mark.interop
+@pytest.mark.root
+def test_charon_initiates_toward_a_socket_of_ours(charon_factory, netns_pair):
+    """The set-up for charon initiating to our endpoint: Main Mode message 1 reaches our socket at 192.0.2.1:500."""
+    ours = netns_socket(netns_pair.ns[0])
+    with ours:
+        ours.bind((netns_pair.addrs[0], 500))
+        ours.settimeout(5)
+        b = charon_factory(1, SwanctlConfig.for_pair(netns_pair, 1), name="hq2")
+        assert "initiate completed" in b.initiate("hq", "net", wait=False)  # returns before any reply
+        data, peer = ours.recvfrom(65535)
+    assert peer == (netns_pair.addrs[1], 500)
+    # RFC 2408 §3.1 header: CKY-I, CKY-R = 0, next payload SA (1), version 1.0, Identity Protection (2)
+    assert len(data) >= 28 and data[8:16] == bytes(8)
+    assert (data[16], data[17], data[18]) == (1, 0x10, 2)
+    assert int.from_bytes(data[24:28], "big") == len(data)
+    cky_i = int.from_bytes(data[:8], "big")
+    (sa,) = b.wait_for(lambda sas: [s for s in sas if s.initiator_spi == cky_i], what="our cookie listed")
+    assert (sa.name, sa.state, sa.is_initiator, sa.remote_host) == ("hq", "CONNECTING", True, netns_pair.addrs[0])
