@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ikeproto import vendor_ids
 from ikeproto.attributes import Attribute
-from ikeproto.enums import AuthMethod, ExchangeType, IkeAttr, LifeType, NotifyType, enum_name
+from ikeproto.enums import AuthMethod, ExchangeType, IkeAttr, LifeType, NotifyType, enum_name, is_error_notify
 from ikeproto.errors import ParseError
 from ikeproto.fuzz.corpus import cases
 from ikeproto.message import Message, parse_message, serialize_message
@@ -60,7 +60,7 @@ def classify_reply(data: bytes | None) -> str:
         return "encrypted reply"
     for p in msg.payloads:
         if isinstance(p, NotifyPayload):
-            kind = "error" if 1 <= p.notify_type < 8192 else "status"
+            kind = "error" if is_error_notify(p.notify_type) else "status"
             return f"{kind} notify {enum_name(NotifyType, p.notify_type)}"
     return f"reply {enum_name(ExchangeType, msg.exchange_type)}"
 

@@ -396,3 +396,13 @@ def test_long_inputs_parse_in_one_linear_pass():
 
     chain = b"".join(b"\x0a\x00\x00\x08abcd" for _ in range(50_000)) + b"\x00\x00\x00\x08abcd"
     assert len(parse_payloads(PayloadType.NONCE, chain)) == 50_001
+
+
+def test_notify_error_ranges():
+    """RFC 2408 §3.14.1: 1-16383 are errors; CONNECTED, the DOI status types and DPD are status."""
+    from ikeproto.enums import NotifyType, is_error_notify
+
+    assert NotifyType.PAYLOAD_MALFORMED.is_error and is_error_notify(9000)
+    assert not any(t.is_error for t in (NotifyType.CONNECTED, NotifyType.RESPONDER_LIFETIME, NotifyType.INITIAL_CONTACT,
+                                        NotifyType.R_U_THERE, NotifyType.R_U_THERE_ACK))
+    assert not is_error_notify(0)
