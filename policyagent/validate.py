@@ -109,7 +109,7 @@ def locate(issues: list[Issue], *, path: str | None, line_of=None) -> list[Issue
     """The same issues with the file path and, where known, the line filled in."""
     if isinstance(line_of, Mapping):
         mapping = line_of
-        line_of = lambda f: _line_in(mapping, f)  # noqa: E731
+        line_of = lambda f: line_in(mapping, f)  # noqa: E731
     out = []
     for i in issues:
         line = line_of(i.field) if line_of is not None else None
@@ -117,7 +117,7 @@ def locate(issues: list[Issue], *, path: str | None, line_of=None) -> list[Issue
     return out
 
 
-def _line_in(mapping: Mapping, field: str | None) -> int | None:
+def line_in(mapping: Mapping, field: str | None) -> int | None:
     """The line of ``field``, or of the nearest enclosing entry the mapping knows."""
     while field:
         if field in mapping:
