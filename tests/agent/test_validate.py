@@ -214,5 +214,5 @@ def test_validation_error_carries_every_error_and_the_first_location():
 
 def test_issue_text_and_line_lookup():
     i = Issue(severity="warning", code="x", message="m", rule="r", field="rules[0].name", path="f.toml", line=3)
-    assert str(i) == "f.toml:3: rule 'r', field rules[0].name: warning: m"
+    assert str(i) == "f.toml:3: rule 'r', field rules[0].name: warning [x]: m"
     assert line_in({"rules[0]": 5}, "rules[0].authentication[1]") == 5 and line_in({}, "rules[0]") is None
