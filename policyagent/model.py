@@ -247,7 +247,11 @@ class ActionKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecurityMethod:
-    """One quick-mode offer: AH and/or ESP, with its own lifetimes (None = not specified)."""
+    """One quick-mode offer: AH and/or ESP, with its own lifetimes.
+
+    A lifetime of None is "not specified" (the seed's simplest policy): no lifetime is proposed
+    for it and the agent applies its default. Both given: whichever comes first ends the SA.
+    """
 
     ah_integrity: str | None = None
     esp_cipher: str | None = None  # "null" for integrity-only ESP
