@@ -44,6 +44,7 @@ from ikeproto.keymat import Prf, hash_i, hash_r
 __all__ = [
     "AUTH_METHOD",
     "GSS_ID_ATTRIBUTE",
+    "GSSAPI_LONG_NL",
     "GSS_ID_ATTRIBUTE_W2K",
     "GssAuthenticator",
     "GssContext",
@@ -71,6 +72,12 @@ INSTALL_HINT = "pip install 'pyipsec[kerberos]' (it builds against MIT Kerberos:
 # --- vendor IDs and the identity attribute -------------------------------------------------------
 
 
+# MD5("A GSS-API Authentication Method for IKE\n"): the long name with its line end, as some
+# implementations hash it (Wireshark lists both forms).
+GSSAPI_LONG_NL = bytes.fromhex("b46d8914f3aaa3f2fedeb7c7db2943ca")
+_GSSAPI_VIDS = (vendor_ids.GSSAPI, vendor_ids.GSSAPI_LONG, GSSAPI_LONG_NL)
+
+
 def gss_vendor_ids() -> tuple[bytes, ...]:
     """The vendor IDs we send with a 65001 proposal: MD5("GSSAPI") and the draft's long name.
 
@@ -80,8 +87,7 @@ def gss_vendor_ids() -> tuple[bytes, ...]:
 
 def peer_speaks_gssapi(vids: Iterable[bytes]) -> bool:
     """Whether the peer's vendor IDs make auth method 65001 mean GSS-API Kerberos (else XAUTH)."""
-    return any(v in (vendor_ids.GSSAPI, vendor_ids.GSSAPI_LONG) or v.startswith(vendor_ids.MS_NT5_ISAKMPOAKLEY)
-               for v in vids)
+    return any(v in _GSSAPI_VIDS or v.startswith(vendor_ids.MS_NT5_ISAKMPOAKLEY) for v in vids)
 
 
 def encode_gss_id(principal: str) -> bytes:
