@@ -448,6 +448,7 @@ class FakeGssError(Exception):
     (-1765328203, GssFailure.NO_KEYTAB, "ktadd"),  # Key table entry not found
     (-1765328154, GssFailure.NO_KEYTAB, "ktadd"),
     (2, GssFailure.NO_KEYTAB, "ktadd"),  # ENOENT: keytab file not found
+    (39756033, GssFailure.NO_KEYTAB, "ktadd"),  # KG_KEYTAB_NOMATCH: no key for our name in the keytab
     (-1765328360, GssFailure.NO_TICKET, "re-export"),  # Preauthentication failed
     (-1765328240, GssFailure.WRONG_PEER, "expects"),  # Wrong principal in request
 ])
