@@ -10,6 +10,7 @@ allowance, no keytab, a keytab without the key, an unreachable KDC, the wrong pe
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 
@@ -192,3 +193,177 @@ def test_wrong_peer(kdc):
     with pytest.raises(KerberosAuthError) as e:
         res.accept_token(ini.initiator_token())
     assert e.value.reason is GssFailure.WRONG_PEER and kdc.principal(H2) in str(e.value)
+
+
+# --- prototype of the Main Mode wiring (the lead moves it into ikeproto.exchanges.main_mode) -----------
+#
+# A test-only MainMode subclass that composes the authenticator into the ``ike`` branch's Main
+# Mode and negotiation tables, to prove two IkeEndpoints negotiate with Kerberos against the real
+# KDC and carry traffic. It overrides private methods of that branch, so it is a prototype: it
+# is skipped where ``ikeproto.endpoint`` does not exist yet, and fails loudly if the methods move.
+
+
+def _wire_gss(monkeypatch: pytest.MonkeyPatch, creds: dict[str, KerberosCredentials], expected: dict[str, str]):
+    """Install the prototype wiring; returns the MainMode subclass."""
+    endpoint = pytest.importorskip("ikeproto.endpoint", reason="the IkeEndpoint (branch ike) is not merged yet")
+    from ikeproto import negotiation
+    from ikeproto.enums import AuthMethod, NotifyType, PayloadType
+    from ikeproto.errors import ProtocolError
+    from ikeproto.exchanges import PAYLOAD_RULES, MessageKind, PayloadRule
+    from ikeproto.exchanges import main_mode as mm
+    from ikeproto.gss import gss_vendor_ids, peer_speaks_gssapi
+    from ikeproto.message import serialize_payload_body
+    from ikeproto.payloads import GssPayload, HashPayload, IdPayload, VendorIdPayload
+    from ikeproto.proposals import SaPayload
+
+    # Tables: auth name <-> 65001, GSS payloads allowed in messages 3-6, gssapi proposals usable.
+    monkeypatch.setitem(negotiation.P1_AUTH, "gssapi", AuthMethod.GSSAPI_KERBEROS)
+    monkeypatch.setitem(negotiation._P1_AUTH_NAMES, AuthMethod.GSSAPI_KERBEROS, "gssapi")
+    for kind in (MessageKind.MM3, MessageKind.MM4, MessageKind.MM5, MessageKind.MM6):
+        rule = PAYLOAD_RULES[kind]
+        counts = {**rule.counts, PayloadType.GSS: (0, 1)}
+        any_of = rule.any_of | {PayloadType.GSS} if rule.any_of else rule.any_of
+        monkeypatch.setitem(PAYLOAD_RULES, kind, PayloadRule(counts, first=rule.first, any_of=any_of))
+    plain_usable = mm.usable_proposals
+    monkeypatch.setattr(mm, "usable_proposals", lambda cfg: tuple(p for p in cfg.proposals if p.auth == "gssapi")
+                        or plain_usable(cfg))
+    plain_vids = mm.offered_vendor_ids
+    monkeypatch.setattr(mm, "offered_vendor_ids", lambda: [*plain_vids(), *gss_vendor_ids()])
+
+    class GssMainMode(mm.MainMode):
+        failures: list[KerberosAuthError] = []  # what the agent would audit as 545
+
+        def __init__(self, sa, env):
+            super().__init__(sa, env)
+            self.gss = GssAuthenticator(creds[env.local_address], is_initiator=sa.is_initiator,
+                                        expected_peer=expected.get(env.local_address))
+            self._gss_out: bytes | None = None
+
+        @property
+        def is_gss(self) -> bool:
+            return self.sa.choice is not None and self.sa.choice.auth == "gssapi"
+
+        def _message(self, payloads):
+            if self._gss_out is not None and self.step in (mm.Step.KE_SENT, mm.Step.KE_ANSWERED):
+                payloads, self._gss_out = [*payloads, GssPayload(data=self._gss_out)], None
+            return super()._message(payloads)
+
+        def respond(self, inb, *, expire_at):
+            # 65001 is GSS-API only with the GSS-API vendor IDs (else XAUTHInitPreShared).
+            if not peer_speaks_gssapi(v.data for v in inb.find_all(VendorIdPayload)):
+                raise ProtocolError("65001 offered without the GSS-API vendor IDs", notify=NotifyType.NO_PROPOSAL_CHOSEN)
+            super().respond(inb, expire_at=expire_at)
+
+        def _process_mm2(self, inb):  # message 3 carries the first token (may talk to the KDC)
+            if mm.accept_phase1(inb.find(SaPayload), self.proposals).auth == "gssapi":
+                self._gss_out = self.gss.initiator_token()
+            super()._process_mm2(inb)
+
+        def _process_mm3(self, inb):  # message 4 answers with the acceptor's token
+            token = inb.find(GssPayload)
+            if self.is_gss:
+                if token is None:
+                    raise ProtocolError("message 3 without a GSS token", notify=NotifyType.PAYLOAD_MALFORMED)
+                try:
+                    self._gss_out = self.gss.accept_token(token.data)
+                except KerberosAuthError as err:
+                    self.failures.append(err)
+                    raise
+            super()._process_mm3(inb)
+
+        def _process_mm4(self, inb):
+            token = inb.find(GssPayload)
+            if self.is_gss and token is not None and self.gss.accept_token(token.data) is not None:
+                raise ProtocolError("more GSS legs: not in this prototype", notify=NotifyType.AUTHENTICATION_FAILED)
+            super()._process_mm4(inb)
+
+        def _auth_payloads(self, id_payload, *, initiator):
+            if not self.is_gss:
+                return super()._auth_payloads(id_payload, initiator=initiator)
+            keys, id_b = self.sa.keys, serialize_payload_body(id_payload)
+            common = {"g_xi": self.g_xi, "g_xr": self.g_xr, "cky_i": self.sa.cky_i, "cky_r": self.sa.cky_r,
+                      "sai_b": self.sai_b}
+            value = (self.gss.hash_i(keys.prf, keys.skeyid, idii_b=id_b, **common) if initiator
+                     else self.gss.hash_r(keys.prf, keys.skeyid, idir_b=id_b, **common))
+            return [HashPayload(data=self.gss.hash_payload(value))]
+
+        def _verify_peer(self, inb, *, initiator):
+            if not self.is_gss:
+                return super()._verify_peer(inb, initiator=initiator)
+            id_p, hash_p = inb.find(IdPayload), inb.find(HashPayload)
+            if hash_p is None:
+                raise ProtocolError("Kerberos authentication needs a HASH payload", notify=NotifyType.PAYLOAD_MALFORMED)
+            keys, id_b = self.sa.keys, serialize_payload_body(id_p)
+            common = {"g_xi": self.g_xi, "g_xr": self.g_xr, "cky_i": self.sa.cky_i, "cky_r": self.sa.cky_r,
+                      "sai_b": self.sai_b}
+            if initiator:
+                self.gss.verify_hash(hash_p.data, self.gss.hash_r(keys.prf, keys.skeyid, idir_b=id_b, **common),
+                                     name="HASH_R")
+            else:
+                self.gss.verify_hash(hash_p.data, self.gss.hash_i(keys.prf, keys.skeyid, idii_b=id_b, **common),
+                                     name="HASH_I")
+            return id_p
+
+    monkeypatch.setattr(endpoint, "MainMode", GssMainMode)
+    return GssMainMode
+
+
+def _kerberos_endpoints(kdc, monkeypatch):
+    helpers = pytest.importorskip("tests.ike.helpers", reason="the IkeEndpoint test helpers (branch ike)")
+    need_gssapi()
+    creds = {helpers.A_ADDR: KerberosCredentials(keytab=kdc.keytab(H2), principal=kdc.principal(H2)),
+             helpers.B_ADDR: KerberosCredentials(keytab=kdc.keytab(H1), principal=kdc.principal(H1))}
+    expected = {helpers.A_ADDR: kdc.principal(H1), helpers.B_ADDR: kdc.principal(H2)}
+    wired = _wire_gss(monkeypatch, creds, expected)
+    cfg = helpers.phase2("10.1.0.0/24", "10.2.0.0/24")
+    a, b = helpers.endpoints(helpers.phase1(helpers.p1(auth="gssapi"), psk=None), phase2_b=[helpers.mirror(cfg)])
+    return helpers, a, b, cfg, wired
+
+
+def test_prototype_main_mode_with_kerberos_carries_traffic(kdc, monkeypatch, clock):
+    """Two IkeEndpoints (02 initiates, 01 responds) run Main Mode with auth 65001 against the KDC:
+    the AP-REQ rides in message 3, the AP-REP in 4, wrapped HASH_I/HASH_R in 5/6; Quick Mode
+    follows and the ESP SAs carry packets both ways."""
+    from ikeproto.events import Phase1Established
+    from ikeproto.message import parse_message
+
+    helpers, a, b, cfg, _ = _kerberos_endpoints(kdc, monkeypatch)
+    a.initiate((helpers.B_ADDR, 500), cfg, clock.now)
+    log = helpers.transfer(a, b, clock.now)
+    types = [[p.payload_type for p in parse_message(d.data).payloads] for d in log[:4]]
+    assert 129 in types[2] and 129 in types[3] and 129 not in types[0] + types[1]
+    ev_a, ev_b = helpers.events(a), helpers.events(b)
+    p1 = [e for e in ev_a + ev_b if isinstance(e, Phase1Established)]
+    assert [e.auth for e in p1] == ["gssapi", "gssapi"]
+    qa, qb = helpers.established(ev_a)[0], helpers.established(ev_b)[0]
+    assert helpers.carry_traffic(qa, qb) == 6
+
+
+def test_prototype_tampered_token_fails_the_negotiation_with_its_reason(kdc, monkeypatch, clock):
+    """The AP-REQ altered in message 3 (every retransmission too): the responder refuses it with
+    invalid-token and answers AUTHENTICATION-FAILED; the initiator gives up; no SA is made."""
+    from ikeproto.events import NegotiationFailed, Phase1Established
+    from ikeproto.message import parse_message, serialize_message
+    from ikeproto.payloads import GssPayload
+
+    helpers, a, b, cfg, wired = _kerberos_endpoints(kdc, monkeypatch)
+
+    def tamper(d):
+        msg = parse_message(d.data)
+        if d.sender != "a" or not any(p.payload_type == 129 for p in msg.payloads):
+            return d.data
+        payloads = [GssPayload(data=p.data[:-3] + bytes([p.data[-3] ^ 1]) + p.data[-2:]) if p.payload_type == 129
+                    else p for p in msg.payloads]
+        return serialize_message(dataclasses.replace(msg, payloads=tuple(payloads)))
+
+    a.initiate((helpers.B_ADDR, 500), cfg, clock.now)
+    helpers.transfer(a, b, clock.now, intercept=tamper)
+    helpers.run_timers(a, b, clock, clock.now + 300, intercept=tamper)
+    ev_a, ev_b = helpers.events(a), helpers.events(b)
+    assert not [e for e in ev_a + ev_b if isinstance(e, Phase1Established)]
+    failed = [e for e in ev_a if isinstance(e, NegotiationFailed)]
+    assert len(failed) == 1 and failed[0].notify == 24 and failed[0].failure_point == "peer"
+    # The responder refused every copy of message 3 with the Kerberos reason, and stayed able to
+    # accept a genuine one (a refused first token changes nothing).
+    assert b.stats.dropped["refused"] == len(wired.failures) >= 1
+    assert {f.reason for f in wired.failures} == {GssFailure.INVALID_TOKEN}
