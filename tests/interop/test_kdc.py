@@ -13,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import os
 
 import pytest
 
 from ikeproto.gss import GssAuthenticator, GssFailure, GssState, KerberosAuthError
 from ikeproto.krb5 import KerberosCredentials
-from policyagent.kdc import ThrowawayKdc
+import policyagent.kdc as kdc_module
+from policyagent.kdc import KdcError, ThrowawayKdc
 from tests.kdc import H1, H2, kdc, kdc_factory, need_faketime, need_gssapi  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.interop
@@ -193,6 +195,34 @@ def test_wrong_peer(kdc):
     with pytest.raises(KerberosAuthError) as e:
         res.accept_token(ini.initiator_token())
     assert e.value.reason is GssFailure.WRONG_PEER and kdc.principal(H2) in str(e.value)
+
+
+
+# --- the throwaway KDC itself ---------------------------------------------------------------------
+
+
+def test_throwaway_kdc_lives_in_its_directory_and_stops_by_pid(kdc, tmp_path):
+    """Profiles, database, keytabs and logs under the directory; the process is krb5kdc; stop()
+    ends exactly it and can be repeated."""
+    pid = kdc.pid
+    assert pid is not None and open(f"/proc/{pid}/comm").read().strip() == "krb5kdc"
+    assert kdc.directory.is_relative_to(tmp_path)
+    for path in (kdc.krb5_conf, kdc.kdc_conf, kdc.keytab(H1), kdc.keytab(H2), kdc.directory / "principal"):
+        assert path.is_file() and path.is_relative_to(kdc.directory)
+    env = kdc.environ()
+    assert env["KRB5_CONFIG"] == str(kdc.krb5_conf) and env["KRB5RCACHEDIR"].startswith(str(kdc.directory))
+    assert f"kdc = 127.0.0.1:{kdc.port}" in kdc.krb5_conf.read_text()
+    kdc.stop()
+    assert kdc.pid is None and not os.path.exists(f"/proc/{pid}")  # reaped: stop() waited for it
+    kdc.stop()
+
+
+def test_throwaway_kdc_says_what_to_install(tmp_path, monkeypatch):
+    """Without the MIT programs, start() names the apt packages (the demo prints it)."""
+    monkeypatch.setattr(kdc_module, "find_program", lambda name: None)
+    with pytest.raises(KdcError) as e:
+        ThrowawayKdc(tmp_path / "kdc").start()
+    assert "apt-get install krb5-admin-server krb5-kdc" in str(e.value)
 
 
 # --- prototype of the Main Mode wiring (the lead moves it into ikeproto.exchanges.main_mode) -----------
