@@ -49,10 +49,13 @@ __all__ = [
     "GssAuthenticator",
     "GssContext",
     "GssFailure",
+    "GssIdentities",
     "GssMechanism",
     "GssState",
     "GssUnavailableError",
+    "INSTALL_HINT",
     "KerberosAuthError",
+    "TRANSITIONS",
     "decode_gss_id",
     "encode_gss_id",
     "gss_hash_i",
@@ -61,6 +64,7 @@ __all__ = [
     "gss_id_attribute",
     "gss_vendor_ids",
     "peer_speaks_gssapi",
+    "principal_matches",
 ]
 
 AUTH_METHOD = AuthMethod.GSSAPI_KERBEROS  # 65001
