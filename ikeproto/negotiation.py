@@ -33,6 +33,7 @@ from ikeproto.attributes import Attribute, parse_attributes, serialize_attribute
 from ikeproto.config import IpsecTransform, Mode, Phase1Proposal, Phase2Config, Phase2Proposal
 from ikeproto.enums import (
     AuthMethod,
+    EncryptionAlgorithm,
     Doi,
     IkeAttr,
     IpsecAttr,
@@ -63,14 +64,14 @@ NO_PROPOSAL_CHOSEN = NotifyType.NO_PROPOSAL_CHOSEN
 ATTRIBUTES_NOT_SUPPORTED = NotifyType.ATTRIBUTES_NOT_SUPPORTED
 DEFAULT_LIFETIME_S = 28_800  # RFC 2407 §4.5 and RFC 2409 Appendix A: the default when none is sent
 
-P1_CIPHERS = {"des": crypto.EncryptionAlgorithm.DES_CBC, "3des": crypto.EncryptionAlgorithm.TRIPLE_DES_CBC,
-              "aes-cbc": crypto.EncryptionAlgorithm.AES_CBC, "des-cbc": crypto.EncryptionAlgorithm.DES_CBC,
-              "3des-cbc": crypto.EncryptionAlgorithm.TRIPLE_DES_CBC, "aes": crypto.EncryptionAlgorithm.AES_CBC}
+P1_CIPHERS = {"des": EncryptionAlgorithm.DES_CBC, "3des": EncryptionAlgorithm.TRIPLE_DES_CBC,
+              "aes-cbc": EncryptionAlgorithm.AES_CBC, "des-cbc": EncryptionAlgorithm.DES_CBC,
+              "3des-cbc": EncryptionAlgorithm.TRIPLE_DES_CBC, "aes": EncryptionAlgorithm.AES_CBC}
 P1_HASHES = {"md5": 1, "sha1": 2, "sha2-256": 4, "sha2-384": 5, "sha2-512": 6,
              "sha": 2, "sha256": 4, "sha384": 5, "sha512": 6}
 P1_AUTH = {"psk": AuthMethod.PRE_SHARED_KEY, "rsa-sig": AuthMethod.RSA_SIGNATURES}
-_P1_CIPHER_NAMES = {crypto.EncryptionAlgorithm.DES_CBC: "des", crypto.EncryptionAlgorithm.TRIPLE_DES_CBC: "3des",
-                    crypto.EncryptionAlgorithm.AES_CBC: "aes-cbc"}
+_P1_CIPHER_NAMES = {EncryptionAlgorithm.DES_CBC: "des", EncryptionAlgorithm.TRIPLE_DES_CBC: "3des",
+                    EncryptionAlgorithm.AES_CBC: "aes-cbc"}
 _P1_HASH_NAMES = {1: "md5", 2: "sha1", 4: "sha2-256", 5: "sha2-384", 6: "sha2-512"}
 _P1_AUTH_NAMES = {v: k for k, v in P1_AUTH.items()}
 
@@ -136,8 +137,8 @@ def _p1_key(p: Phase1Proposal) -> _P1Key:
     auth = P1_AUTH.get(p.auth)
     if auth is None:
         raise UsageError(f"phase-1 authentication {p.auth!r} is not implemented (psk, rsa-sig)")
-    bits = p.key_bits if enc == crypto.EncryptionAlgorithm.AES_CBC else None
-    if enc == crypto.EncryptionAlgorithm.AES_CBC and bits is None:
+    bits = p.key_bits if enc == EncryptionAlgorithm.AES_CBC else None
+    if enc == EncryptionAlgorithm.AES_CBC and bits is None:
         bits = 128
     dh.group(p.dh_group)  # raises for an unsupported group: local misconfiguration
     crypto.cipher(enc, bits)
