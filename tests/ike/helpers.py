@@ -242,3 +242,102 @@ def carry_traffic(ev_a: Phase2Established, ev_b: Phase2Established, *, packets: 
             assert wire == original
             carried += 1
     return carried
+
+
+# --- RSA keys and certificates (generated once per test session) --------------------------------
+
+
+@dataclass(frozen=True)
+class RsaIdentity:
+    key: object
+    cert: object  # cryptography x509.Certificate issued by the test CA
+
+
+@dataclass(frozen=True)
+class RsaLab:
+    ca_key: object
+    ca_cert: object
+    a: RsaIdentity
+    b: RsaIdentity
+    stranger: RsaIdentity  # a self-signed certificate nobody trusts
+
+
+_LAB: list[RsaLab] = []
+
+
+def rsa_lab() -> RsaLab:
+    """Two host keys with certificates from one CA, and an untrusted self-signed one."""
+    if _LAB:
+        return _LAB[0]
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def issue(subject: str, key, issuer_name: x509.Name, issuer_key, *, ca: bool = False):
+        start = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+        builder = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(issuer_name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=3650))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_cert = issue("RESKIT test CA", ca_key, name("RESKIT test CA"), ca_key, ca=True)
+    ids = []
+    for cn in ("hq-res-wrk-01", "hq-res-wrk-02"):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ids.append(RsaIdentity(key=key, cert=issue(cn, key, ca_cert.subject, ca_key)))
+    skey = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    stranger = RsaIdentity(key=skey, cert=issue("stranger", skey, name("stranger"), skey))
+    _LAB.append(RsaLab(ca_key=ca_key, ca_cert=ca_cert, a=ids[0], b=ids[1], stranger=stranger))
+    return _LAB[0]
+
+
+def rsa_phase1(me: RsaIdentity, peer: RsaIdentity | None, *proposals: Phase1Proposal, send_cert: bool = True,
+               trust_ca: bool = False, **kw) -> Phase1Config:
+    """An rsa-sig Phase1Config: trust the peer's key directly, or the CA (then CERTs are sent)."""
+    lab = rsa_lab()
+    return Phase1Config(
+        proposals=proposals or (p1(auth="rsa-sig"),), private_key=me.key,
+        certificate=me.cert if send_cert else None,
+        peer_public_key=None if trust_ca or peer is None else peer.key.public_key(),  # type: ignore[attr-defined]
+        trusted_certificates=(lab.ca_cert,) if trust_ca else (), **kw,
+    )
+
+
+def sa_of(ep: IkeEndpoint, cookies: tuple[bytes, bytes]):
+    """The endpoint's IkeSa with these cookies (tests look inside)."""
+    return ep._sas.get(cookies) or ep._initiating.get(cookies[0])  # noqa: SLF001
+
+
+def reencrypt(receiver: IkeEndpoint, data: bytes, mutate: Callable[[list], list]) -> bytes:
+    """An encrypted message re-made with the *receiver's* keys and IV after ``mutate`` changed its
+    payloads: what an attacker holding the keys could send (a tampered HASH, extra payloads)."""
+    from ikeproto.message import Message, parse_message, parse_payloads, serialize_header, serialize_payloads
+
+    msg = parse_message(data)
+    sa = sa_of(receiver, (msg.initiator_cookie, msg.responder_cookie))
+    plaintext, _ = sa.unprotect(msg)
+    payloads = mutate(list(parse_payloads(msg.first_payload_type, plaintext, allow_trailing=True)))
+    body = serialize_payloads(payloads)
+    ciphertext, _ = sa.keys.encrypt(sa.ivs.iv(msg.message_id), body)
+    head = Message(initiator_cookie=msg.initiator_cookie, responder_cookie=msg.responder_cookie,
+                   exchange_type=msg.exchange_type, flags=msg.flags, message_id=msg.message_id,
+                   next_payload=payloads[0].payload_type)
+    return serialize_header(head, len(ciphertext)) + ciphertext
+
+
+def plaintext_payloads(receiver: IkeEndpoint, data: bytes) -> list:
+    """The payloads of an encrypted message, decrypted with the receiver's current IV."""
+    from ikeproto.message import parse_message, parse_payloads
+
+    msg = parse_message(data)
+    sa = sa_of(receiver, (msg.initiator_cookie, msg.responder_cookie))
+    plaintext, _ = sa.unprotect(msg)
+    return list(parse_payloads(msg.first_payload_type, plaintext, allow_trailing=True))
