@@ -174,7 +174,9 @@ class IkeEndpoint:
                 return spi
 
     def is_first_contact(self, sa: IkeSa) -> bool:
-        return not any(o is not sa and o.is_established for o in self._by_peer.get(sa.peer_ip, ()))
+        # Any other SA with the peer, even one still negotiating (both sides started at once),
+        # means we are not a fresh start: no INITIAL-CONTACT, which would delete it.
+        return not any(o is not sa for o in self._by_peer.get(sa.peer_ip, ()))
 
     def find_sa(self, cky_i: bytes, cky_r: bytes) -> IkeSa | None:
         return self._sas.get((cky_i, cky_r))
@@ -191,13 +193,14 @@ class IkeEndpoint:
         return None
 
     def initial_contact(self, sa: IkeSa, now: float) -> None:
-        """RFC 2407 §4.6.3.3: the peer has no state for us but ``sa``; everything older goes
-        (requests waiting on an older connecting SA move to ``sa``)."""
+        """RFC 2407 §4.6.3.3: the peer kept no state for us but ``sa``: our older established
+        ISAKMP SAs with it and all IPsec SAs with it go. Each deleted ISAKMP SA is also announced
+        with a Delete, harmless to a restarted peer and a repair if it was not one. Negotiations
+        still in progress are left to finish or time out."""
         for other in list(self._by_peer.get(sa.peer_ip, ())):
-            if other is sa or other.created_at > sa.created_at:
+            if other is sa or not other.is_established or other.created_at > sa.created_at:
                 continue
-            sa.pending.extend(other.pending)
-            other.pending.clear()
+            send_protected(other, self, [DeletePayload.of(ProtocolId.ISAKMP, [other.cky_i + other.cky_r])])
             self.phase1_deleted(other, now, by_peer=True, reason="initial contact")
         records = self._children.pop(sa.peer_ip, {})
         for protocol in ("ah", "esp"):
@@ -205,8 +208,6 @@ class IkeEndpoint:
             if spis:
                 self.emit(Phase2Deleted(at=now, peer=sa.peer, protocol=protocol, spis=spis, by_peer=True,  # type: ignore[arg-type]
                                         reason="initial contact"))
-        if sa.is_established:
-            self._start_pending(sa, now)
 
     def phase1_deleted(self, sa: IkeSa, now: float, *, by_peer: bool, reason: str) -> None:
         if sa.state is IkeSaState.DELETED:
