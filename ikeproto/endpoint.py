@@ -460,7 +460,6 @@ class IkeEndpoint:
         except ProtocolError as exc:
             self._drop("refused", exc, addr, exchange=kind.value)
             return
-        self._float_peer(sa, addr, port)
         if qm.step in (QmStep.DONE, QmStep.FAILED):
             sa.quick_modes.pop(mid, None)
 
@@ -475,8 +474,6 @@ class IkeEndpoint:
                 self.trace.message("received", inb.payloads, exchange="informational", peer=addr[0])
                 check_payloads(MessageKind.INFO, inb.payloads)
                 process_protected(sa, self, inb)
-                if sa.state is not IkeSaState.DELETED:
-                    self._float_peer(sa, addr, port)
             else:
                 if sa.is_established:
                     self._drop("unprotected informational on an established SA", None, addr)
@@ -491,12 +488,12 @@ class IkeEndpoint:
             if qm.step in (QmStep.DONE, QmStep.FAILED):
                 del sa.quick_modes[m]
 
-    def _float_peer(self, sa: IkeSa, addr: Address, port: int) -> None:
-        """After an authenticated message: answer where it came from (RFC 3947 §4, a NAT may
-        change the port), and stay on the NAT-T port once there."""
-        if port == self.natt_port:
-            sa.local_port = port
-            sa.peer_port = addr[1]
+    def authenticated(self, sa: IkeSa, inb: Inbound) -> None:
+        """A message on ``sa`` just authenticated: answer where it came from (RFC 3947 §4, a NAT
+        may change the port), and stay on the NAT-T port once there."""
+        if inb.local_port == self.natt_port:
+            sa.local_port = inb.local_port
+            sa.peer_port = inb.addr[1]
 
     # --- timers ---------------------------------------------------------------------------------
 

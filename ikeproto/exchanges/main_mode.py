@@ -365,6 +365,7 @@ class MainMode:
         assert sa.ivs is not None and inb.last_block is not None
         id_p = self._verify_peer(inb, initiator=True)
         sa.ivs.advance(0, inb.last_block)
+        self.env.authenticated(sa, inb)
         self.last_in, self.last_out = inb.raw, ()
         self._established(inb, id_p)
 
@@ -423,9 +424,8 @@ class MainMode:
         payloads = self._auth_payloads(own_id, initiator=False)
         # commit: the IV chain moves past message 5, the SA answers from where message 5 arrived
         sa.ivs.advance(0, inb.last_block)
-        if inb.local_port == self.env.natt_port:
-            sa.local_port = inb.local_port
         sa.peer_port = inb.addr[1]
+        self.env.authenticated(sa, inb)
         raw = sa.protect(MM, 0, PayloadType.ID, serialize_payloads([own_id, *payloads]))
         self.last_in = inb.raw
         self.env.send(sa, (raw,))

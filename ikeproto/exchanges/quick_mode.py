@@ -239,6 +239,7 @@ class QuickMode:
         self._verify(inb, sa.keys.qm_hash2(self.message_id, self.ni, self._rest(inb)), "HASH(2)")
         # authenticated from here on: the IV chain moves, and a refusal ends the exchange
         sa.ivs.advance(self.message_id, inb.last_block)
+        self.env.authenticated(sa, inb)
         self.last_in = inb.raw
         self.peer_spis = {p.spi for p in inb.find(SaPayload).proposals}
         try:
@@ -287,6 +288,7 @@ class QuickMode:
         self.ni = _nonce_data(inb)
         self._verify(inb, sa.keys.qm_hash1(self.message_id, self._rest(inb)), "HASH(1)")
         sa.ivs.advance(self.message_id, inb.last_block)
+        self.env.authenticated(sa, inb)
         self.last_in = inb.raw
         offered = inb.find(SaPayload).proposals
         self.peer_spis = {p.spi for p in offered}
@@ -349,6 +351,7 @@ class QuickMode:
         sa = self.sa
         assert sa.keys is not None
         self._verify(inb, sa.keys.qm_hash3(self.message_id, self.ni, self.nr), "HASH(3)")
+        self.env.authenticated(sa, inb)
         sa.remember(self.message_id, inb.raw, ())
         self._finish(inb.now)
 
