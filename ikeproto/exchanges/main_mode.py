@@ -146,6 +146,7 @@ class MainMode:
 
     def _message(self, payloads: list) -> bytes:
         sa = self.sa
+        self.env.trace.message("sent", payloads, exchange="main mode", cookies=sa.cookie_text, peer=sa.peer_ip)
         return serialize_message(Message(initiator_cookie=sa.cky_i, responder_cookie=sa.cky_r, exchange_type=MM,
                                          payloads=tuple(payloads)))
 
@@ -285,11 +286,14 @@ class MainMode:
         self._trace_keys(keys, g_xy)
         self._float(nat)
         sa.local_id = sa.config.local_id or address_identity(self.env.local_address)
-        payloads = self._auth_payloads(idx_payload := identity_payload(sa.local_id), initiator=True)
+        idx_payload = identity_payload(sa.local_id)
+        payloads = self._auth_payloads(idx_payload, initiator=True)
         if sa.config.initial_contact and self.env.is_first_contact(sa):
             # RFC 2407 §4.6.3.3: tell the peer to drop the state it still has for us.
             payloads.append(NotifyPayload(notify_type=NotifyType.INITIAL_CONTACT, protocol_id=ProtocolId.ISAKMP,
                                           spi=sa.cky_i + sa.cky_r))
+        self.env.trace.message("sent", [idx_payload, *payloads], exchange="main mode 5", cookies=sa.cookie_text,
+                               peer=sa.peer_ip, port=sa.local_port)
         body = serialize_payloads([idx_payload, *payloads])
         raw = sa.protect(MM, 0, PayloadType.ID, body)
         self._set_step(Step.AUTH_SENT)
@@ -426,6 +430,8 @@ class MainMode:
         sa.ivs.advance(0, inb.last_block)
         sa.peer_port = inb.addr[1]
         self.env.authenticated(sa, inb)
+        self.env.trace.message("sent", [own_id, *payloads], exchange="main mode 6", cookies=sa.cookie_text,
+                               peer=sa.peer_ip, port=sa.local_port)
         raw = sa.protect(MM, 0, PayloadType.ID, serialize_payloads([own_id, *payloads]))
         self.last_in = inb.raw
         self.env.send(sa, (raw,))

@@ -127,6 +127,8 @@ class QuickMode:
         return spi in self.spis.values() or spi in self.peer_spis
 
     def _protect(self, payloads: list, hash_value_fn) -> bytes:
+        self.env.trace.message("sent", payloads, exchange="quick mode", message_id=f"{self.message_id:08x}",
+                               peer=self.sa.peer_ip)
         rest = serialize_payloads(payloads)
         h = hash_value_fn(rest)
         body = serialize_payload(HashPayload(data=h), payloads[0].payload_type) + rest
