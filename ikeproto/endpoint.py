@@ -334,6 +334,9 @@ class IkeEndpoint:
         assert sa is not None
         plaintext, last = sa.unprotect(msg)
         payloads, end = pull_payloads(plaintext, 0, len(plaintext), msg.first_payload_type, allow_trailing=True)
+        if len(plaintext) - end > sa.block_size:
+            # More than one block after the payloads is not padding (see IkeSa.protect).
+            raise ProtocolError(f"{len(plaintext) - end} octets of padding", notify=NotifyType.PAYLOAD_MALFORMED)
         return Inbound(message=msg, payloads=payloads, raw=raw, addr=addr, local_port=port, now=now,
                        plaintext=plaintext, chain_end=end, last_block=last)
 

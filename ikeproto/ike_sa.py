@@ -249,10 +249,20 @@ class IkeSa:
         chain of ``message_id`` to its last cipher block (RFC 2409 Appendix B)."""
         if self.keys is None or self.ivs is None:
             raise UsageError("no keys yet")
+        block = self.keys.cipher.block_size
+        if len(body) % block == 0:
+            # RFC 2409 Appendix B pads "up to the nearest block size" with zeros; like strongSwan we
+            # always pad (1..block octets), so a receiver can refuse anything longer: blocks an
+            # attacker appends would otherwise decrypt to ignored padding and derail the IV chain.
+            body += bytes(block)
         ciphertext, last = self.keys.encrypt(self.ivs.iv(message_id), body)
         self.ivs.advance(message_id, last)
         head = self.header(exchange, message_id, encrypted=True, first=first)
         return serialize_header(head, len(ciphertext)) + ciphertext
+
+    @property
+    def block_size(self) -> int:
+        return self.keys.cipher.block_size if self.keys is not None else 0
 
     def unprotect(self, msg: Message) -> tuple[bytes, bytes]:
         """(plaintext with pad, last cipher block) of an encrypted message. Changes nothing."""
