@@ -88,6 +88,8 @@ def bare(suite: str, size: int, key: bytes, auth_key: bytes):
 def main() -> None:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--mode", choices=["transport", "tunnel"], default="transport")
+    p.add_argument("--suites", nargs="*", choices=sorted(SUITES), default=sorted(SUITES),
+                   help="measure only these suites")
     args = p.parse_args()
     sizes = (64,) if args.smoke else SIZES
     seconds = args.seconds
@@ -101,6 +103,8 @@ def main() -> None:
         ScapySA = None
     rows: list[Row] = []
     for name, suite in SUITES.items():
+        if name not in args.suites:
+            continue
         key, auth_key = os.urandom(suite["key"]), os.urandom(20)
         params = dict(spi=0x1000, cipher=suite["cipher"], cipher_key=key, mode=args.mode)
         if suite["integrity"]:
