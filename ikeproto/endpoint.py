@@ -140,7 +140,7 @@ class IkeEndpoint:
 
     def ike_sa(self, peer: Address | str) -> IkeSaInfo | None:
         """The newest established IKE SA with ``peer`` (its address), or None."""
-        sa = self._established(peer if isinstance(peer, str) else peer[0])
+        sa = self._established(peer if isinstance(peer, str) else peer[0], usable=False)
         return sa.info() if sa is not None else None
 
     # --- Env services for the exchange tasks ------------------------------------------------------
@@ -271,12 +271,13 @@ class IkeEndpoint:
         record = self._children.get(peer[0], {}).pop((protocol, spi_in), None)
         if record is None:
             raise UsageError(f"no {protocol} SA with inbound SPI {spi_in:#x} for {peer[0]}")
-        sa = self._established(peer[0])
-        if sa is not None:
+        sa = self._sas.get(record.cookies) or self._established(peer[0], usable=False)
+        if sa is not None and sa.is_established:
             proto = ProtocolId.IPSEC_ESP if protocol == "esp" else ProtocolId.IPSEC_AH
             send_protected(sa, self, [DeletePayload.of(proto, [spi_in.to_bytes(4, "big")])])
         self.emit(Phase2Deleted(at=now, peer=peer, protocol=protocol, spis=(spi_in,), by_peer=False,  # type: ignore[arg-type]
                                 reason="deleted"))
+        self._drain(peer[0], now)
 
     def delete_phase1(self, peer: Address, *, now: float) -> None:
         """Delete every ISAKMP SA with ``peer``: established ones with a Delete to the peer."""
@@ -477,6 +478,7 @@ class IkeEndpoint:
                 self.trace.message("received", inb.payloads, exchange="informational", peer=addr[0])
                 check_payloads(MessageKind.INFO, inb.payloads)
                 process_protected(sa, self, inb)
+                self._drain(sa.peer_ip, now)
             else:
                 if sa.is_established:
                     self._drop("unprotected informational on an established SA", None, addr)
@@ -513,10 +515,18 @@ class IkeEndpoint:
 
     def _tick(self, sa: IkeSa, now: float) -> None:
         if sa.expires_at is not None and now >= sa.expires_at:
-            self.trace.step("ISAKMP SA lifetime expired", cookies=sa.cookie_text, peer=sa.peer_ip)
-            if sa.is_established:
-                send_protected(sa, self, [DeletePayload.of(ProtocolId.ISAKMP, [sa.cky_i + sa.cky_r])])
-            self.phase1_deleted(sa, now, by_peer=False, reason="expired")
+            live = [c.expires_at for c in self._children_of(sa) if c.expires_at is None or c.expires_at > now]
+            if live and not sa.expired:
+                # Windows' rule (MS-IKEE §3.8.4.1): the ISAKMP SA outlives its IPsec SAs. A Delete
+                # now would make strongSwan drop its CHILD_SAs while ours live on (a black hole).
+                sa.expired = True
+                assert sa.choice is not None
+                # ... but not beyond their lifetimes (one more phase-1 lifetime for any without).
+                sa.expires_at = max(t if t is not None else now + sa.choice.lifetime_s for t in live)
+                self.trace.step("ISAKMP SA lifetime reached: kept until its IPsec SAs end",
+                                cookies=sa.cookie_text, peer=sa.peer_ip, until=sa.expires_at)
+                return
+            self._expire(sa, now)
             return
         mm: MainMode | None = sa.main_mode
         if mm is not None and not sa.is_established:
@@ -538,6 +548,21 @@ class IkeEndpoint:
         if sa.keepalive_at is not None and now >= sa.keepalive_at:
             self._keepalives.append((sa.peer, sa.local_port))
             sa.keepalive_at = now + KEEPALIVE_INTERVAL_S
+
+    def _expire(self, sa: IkeSa, now: float) -> None:
+        self.trace.step("ISAKMP SA expired", cookies=sa.cookie_text, peer=sa.peer_ip)
+        if sa.is_established:
+            send_protected(sa, self, [DeletePayload.of(ProtocolId.ISAKMP, [sa.cky_i + sa.cky_r])])
+        self.phase1_deleted(sa, now, by_peer=False, reason="expired")
+
+    def _children_of(self, sa: IkeSa) -> list[ChildRecord]:
+        return [c for c in self._children.get(sa.peer_ip, {}).values() if c.cookies == sa.cookies]
+
+    def _drain(self, peer_ip: str, now: float) -> None:
+        """Expired ISAKMP SAs whose IPsec SAs are all gone are deleted now."""
+        for sa in list(self._by_peer.get(peer_ip, ())):
+            if sa.expired and sa.is_established and not self._children_of(sa):
+                self._expire(sa, now)
 
     def _give_up_phase1(self, sa: IkeSa, now: float) -> None:
         f = sa.last_failure
@@ -587,9 +612,10 @@ class IkeEndpoint:
             return
         sa.quick_modes[qm.message_id] = qm
 
-    def _established(self, peer_ip: str) -> IkeSa | None:
+    def _established(self, peer_ip: str, *, usable: bool = True) -> IkeSa | None:
+        """The newest established ISAKMP SA with the peer (not an expired one when ``usable``)."""
         for sa in reversed(self._by_peer.get(peer_ip, ())):
-            if sa.is_established:
+            if sa.is_established and not (usable and sa.expired):
                 return sa
         return None
 

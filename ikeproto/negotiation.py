@@ -445,6 +445,7 @@ class Phase2Choice:
     lifetime_s: int | None
     lifetime_kb: int | None
     notify_lifetime: bool = False  # responder: send RESPONDER-LIFETIME (ours is shorter)
+    add_lifetime: bool = False  # responder: the offer had no lifetime, ours goes in the answer
 
 
 def _groups(sa: SaPayload) -> list[tuple[int, list[Proposal]]]:
@@ -523,14 +524,23 @@ def select_phase2(sa: SaPayload, config: Phase2Config, *, mode: Mode, udp: bool,
             shorter = (life_s is not None and life_s != their_s) or (life_kb is not None and life_kb != a.life_kb)
             return Phase2Choice(number=number, children=tuple(children), mode=mode, udp=udp,
                                 encapsulation=a.encapsulation or 0, pfs_group=a.group, lifetime_s=life_s,
-                                lifetime_kb=life_kb, notify_lifetime=shorter)
+                                lifetime_kb=life_kb, notify_lifetime=shorter,
+                                add_lifetime=a.life_s is None and a.life_kb is None)
     raise ProtocolError("no offered phase-2 proposal is acceptable", notify=NO_PROPOSAL_CHOSEN)
 
 
 def responder_sa(choice: Phase2Choice, spis: dict[str, bytes]) -> SaPayload:
-    """The responder's SA: the chosen transform(s) as offered, under the offer's proposal number."""
+    """The responder's SA: the chosen transform(s) as offered, under the offer's proposal number.
+
+    When the offer named no lifetime (strongSwan's never does) our lifetime attributes are added,
+    as strongSwan's responder does: a peer that ignores RESPONDER-LIFETIME (charon 5.9 does) reads
+    them there instead of assuming RFC 2407's 28800 seconds."""
+    extra = _life_attributes(IpsecAttr.SA_LIFE_TYPE, IpsecAttr.SA_LIFE_DURATION, choice.lifetime_s,
+                             choice.lifetime_kb) if choice.add_lifetime else []
     return SaPayload.ipsec(
-        Proposal.ipsec(c.protocol_id, spis[c.protocol], [c.transform], number=choice.number) for c in choice.children
+        Proposal.ipsec(c.protocol_id, spis[c.protocol], [replace(c.transform, attributes=(*extra, *c.transform.attributes))],
+                       number=choice.number)
+        for c in choice.children
     )
 
 

@@ -376,8 +376,10 @@ class QuickMode:
                 integrity=c.integrity.name if c.integrity else None, enc_key_in=k_in[:enc_n], auth_key_in=k_in[enc_n:],
                 enc_key_out=k_out[:enc_n], auth_key_out=k_out[enc_n:],
             ))
-            self.env.add_child(sa, ChildRecord(protocol=c.protocol, spi_in=int.from_bytes(spi_in, "big"),
-                                               spi_out=int.from_bytes(spi_out, "big"), message_id=self.message_id))
+            self.env.add_child(sa, ChildRecord(
+                protocol=c.protocol, spi_in=int.from_bytes(spi_in, "big"), spi_out=int.from_bytes(spi_out, "big"),
+                message_id=self.message_id, cookies=sa.cookies,
+                expires_at=now + choice.lifetime_s if choice.lifetime_s is not None else None))
             self.env.trace.secret(f"KEYMAT {c.protocol} in", k_in, spi=spi_in.hex())
             self.env.trace.secret(f"KEYMAT {c.protocol} out", k_out, spi=spi_out.hex())
         self._set_step(Step.DONE)

@@ -261,3 +261,19 @@ def test_responder_choice_is_its_first_acceptable(order, offered, accepted) -> N
     assert got.protocol == want.protocol
     assert (got.integrity.name if got.integrity else None) == want.integrity
     assert c.number == sorted(offered).index(expected) + 1
+
+
+def test_answer_to_an_offer_without_lifetimes_carries_ours(golden) -> None:
+    """charon sends no lifetime and ignores RESPONDER-LIFETIME (interop finding ikeio-1): our
+    answer adds our life attributes to the echoed transform, as charon's own responder does."""
+    offer = sa_of(strongswan_payloads(golden, 6))
+    ours = phase2("10.2.0.0/16", "10.1.0.0/16", Phase2Proposal(transforms=(esp(),), lifetime_s=1200, lifetime_kb=None))
+    c = select_phase2(offer, ours, mode="tunnel", udp=True, allow_ah=False)
+    (prop,) = responder_sa(c, SPIS).proposals
+    t = prop.transforms[0]
+    assert [(a.type, a.int_value) for a in t.attributes][:2] == [(1, 1), (2, 1200)]
+    assert t.attributes[2:] == offer.proposals[0].transforms[0].attributes
+    # An offer that names lifetimes is echoed exactly (RESPONDER-LIFETIME says ours).
+    named = phase2_sa(mirror(ours), spis=SPIS, encapsulation=3)
+    c = select_phase2(named, ours, mode="tunnel", udp=True, allow_ah=False)
+    assert responder_sa(c, SPIS).proposals[0].transforms[0] == named.proposals[0].transforms[0]
