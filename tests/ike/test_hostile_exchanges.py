@@ -17,7 +17,7 @@ from ikeproto import dh
 from ikeproto.enums import ExchangeType, NotifyType, PayloadType, ProtocolId
 from ikeproto.events import NegotiationFailed
 from ikeproto.exchanges.informational import clear_notify
-from ikeproto.message import Message, parse_message, serialize_message, serialize_payload, serialize_payloads
+from ikeproto.message import Message, parse_message, serialize_message, serialize_payloads
 from ikeproto.mutations import mutate_bytes
 from ikeproto.payloads import DeletePayload, HashPayload, KePayload, NotifyPayload
 from ikeproto.strategies import datagrams
@@ -33,7 +33,6 @@ from tests.ike.helpers import (
     phase1,
     phase2,
     reencrypt,
-    run_timers,
     sa_of,
     transfer,
 )
