@@ -25,15 +25,13 @@ duplicate of the message they answer.
 from __future__ import annotations
 
 import enum
-import hmac
 
 from ikeproto import dh
-from ikeproto.config import Phase1Config, Phase1Proposal
 from ikeproto.enums import CertEncoding, ExchangeType, NotifyType, PayloadType, ProtocolId
 from ikeproto.errors import ProtocolError, UsageError
 from ikeproto.events import Phase1Established
 from ikeproto.exchanges import MessageKind
-from ikeproto.exchanges.auth import certificate_der, rsa_sign, rsa_verify, trusted_peer_key
+from ikeproto.exchanges.auth import auth_payloads, usable_proposals, verify_peer
 from ikeproto.exchanges.common import Env, Inbound, address_identity, identity_matches, identity_of, identity_payload
 from ikeproto.ike_sa import Flight, IkeSa
 from ikeproto.keymat import Phase1Keys
@@ -89,16 +87,6 @@ EXPECTS: dict[Step, MessageKind] = {
     Step.KE_ANSWERED: MessageKind.MM5,
     Step.AUTH_SENT: MessageKind.MM6,
 }
-
-
-def usable_proposals(config: Phase1Config) -> tuple[Phase1Proposal, ...]:
-    """The proposals whose authentication is configured: a PSK for psk, our key for rsa-sig."""
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    rsa_ready = isinstance(config.private_key, rsa.RSAPrivateKey) and (
-        config.peer_public_key is not None or bool(config.trusted_certificates)
-    )
-    return tuple(p for p in config.proposals if (p.auth == "psk" and config.psk) or (p.auth == "rsa-sig" and rsa_ready))
 
 
 class MainMode:
@@ -299,42 +287,26 @@ class MainMode:
         self._set_step(Step.AUTH_SENT)
         self._send((raw,), inb.now, retransmit=True)
 
-    def _auth_payloads(self, id_payload: IdPayload, *, initiator: bool) -> list:
-        """[CERT,] HASH or SIG for our side (RFC 2409 §5: HASH_I/HASH_R, §5.1 signatures)."""
+    def _hash(self, id_payload: IdPayload, *, initiator: bool) -> bytes:
+        """HASH_I (``initiator``) or HASH_R over ``id_payload`` (RFC 2409 §5)."""
         sa = self.sa
-        assert sa.keys is not None and sa.choice is not None
+        assert sa.keys is not None
         id_b = serialize_payload_body(id_payload)
         common = {"g_xi": self.g_xi, "g_xr": self.g_xr, "cky_i": sa.cky_i, "cky_r": sa.cky_r, "sai_b": self.sai_b}
-        value = sa.keys.hash_i(idii_b=id_b, **common) if initiator else sa.keys.hash_r(idir_b=id_b, **common)
-        if sa.choice.auth == "psk":
-            return [HashPayload(data=value)]
-        out: list = []
-        if sa.config.certificate is not None:
-            out.append(CertPayload(encoding=CertEncoding.X509_SIGNATURE, data=certificate_der(sa.config.certificate)))
-        out.append(SigPayload(data=rsa_sign(sa.config.private_key, value)))  # type: ignore[arg-type]
-        return out
+        return sa.keys.hash_i(idii_b=id_b, **common) if initiator else sa.keys.hash_r(idir_b=id_b, **common)
+
+    def _auth_payloads(self, id_payload: IdPayload, *, initiator: bool) -> list:
+        """[CERT,] HASH or SIG for our side."""
+        assert self.sa.choice is not None
+        return auth_payloads(self.sa.config, self.sa.choice.auth, self._hash(id_payload, initiator=initiator))
 
     def _verify_peer(self, inb: Inbound, *, initiator: bool) -> IdPayload:
-        """Check the peer's identity and its HASH_I/HASH_R or signature; the ID payload on success."""
+        """Check the peer's HASH_I/HASH_R or signature, then its identity; its ID payload."""
         sa = self.sa
-        assert sa.keys is not None and sa.choice is not None
+        assert sa.choice is not None
         id_p: IdPayload = inb.find(IdPayload)
-        hash_p, sig_p = inb.find(HashPayload), inb.find(SigPayload)
-        id_b = serialize_payload_body(id_p)
-        common = {"g_xi": self.g_xi, "g_xr": self.g_xr, "cky_i": sa.cky_i, "cky_r": sa.cky_r, "sai_b": self.sai_b}
-        expected = sa.keys.hash_r(idir_b=id_b, **common) if initiator else sa.keys.hash_i(idii_b=id_b, **common)
-        name = "HASH_R" if initiator else "HASH_I"
-        if sa.choice.auth == "psk":
-            if hash_p is None or sig_p is not None:
-                raise ProtocolError("pre-shared-key authentication needs a HASH payload", notify=NotifyType.PAYLOAD_MALFORMED)
-            if not hmac.compare_digest(hash_p.data, expected):
-                raise ProtocolError(f"{name} does not verify", notify=NotifyType.INVALID_HASH_INFORMATION)
-        else:
-            if sig_p is None:
-                raise ProtocolError("signature authentication needs a SIG payload", notify=NotifyType.PAYLOAD_MALFORMED)
-            key = trusted_peer_key(sa.config, inb.find_all(CertPayload))
-            if not rsa_verify(key, expected, sig_p.data):
-                raise ProtocolError(f"SIG over {name} does not verify", notify=NotifyType.INVALID_SIGNATURE)
+        verify_peer(sa.config, sa.choice.auth, self._hash(id_p, initiator=not initiator), inb.find(HashPayload),
+                    inb.find(SigPayload), inb.find_all(CertPayload), name="HASH_R" if initiator else "HASH_I")
         got = identity_of(id_p)
         wanted = sa.config.peer_id
         if wanted is not None:
