@@ -55,6 +55,7 @@ __all__ = ["MainMode", "Step", "TRANSITIONS"]
 
 NONCE_LENGTH = 32
 MAX_MM2_REPLAYS = 2
+MAX_EXCHANGES = 256  # Quick Mode / Informational IV chains kept per IKE SA (many requests at once)
 MM = ExchangeType.IDENTITY_PROTECTION
 
 
@@ -266,7 +267,7 @@ class MainMode:
         g_xr, nr, nat = self._key_exchange(inb)
         g_xy = self._dh.compute(g_xr)
         keys = self._keys(g_xy, self.ni, nr)
-        ivs = keys.iv_manager(g_xi=self.g_xi, g_xr=g_xr)
+        ivs = keys.iv_manager(g_xi=self.g_xi, g_xr=g_xr, max_exchanges=MAX_EXCHANGES)
         # commit, then build message 5 with the new keys
         sa.keys, sa.ivs, sa.nat = keys, ivs, nat
         self.nr, self.g_xr, self._dh = nr, g_xr, None
@@ -383,7 +384,8 @@ class MainMode:
                                       local=(self.env.local_address, inb.local_port), variant=sa.natt,
                                       fake=cfg.force_encapsulation, rng=self.env.rng)
         # commit
-        sa.keys, sa.ivs, sa.nat, sa.peer_answered = keys, keys.iv_manager(g_xi=g_xi, g_xr=private.public_value), nat, True
+        sa.keys, sa.nat, sa.peer_answered = keys, nat, True
+        sa.ivs = keys.iv_manager(g_xi=g_xi, g_xr=private.public_value, max_exchanges=MAX_EXCHANGES)
         self.g_xi, self.g_xr, self.ni, self.nr = g_xi, private.public_value, ni, nr
         self.last_in = inb.raw
         self._trace_keys(keys, g_xy)

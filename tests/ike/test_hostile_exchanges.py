@@ -311,3 +311,30 @@ def test_random_datagrams_at_any_step_never_escape(junk, where) -> None:
     # genuine request must be unaffected.
     assert len(established(ev_a)) == len(established(ev_b)) == 1
     assert not [e for e in ev_a if isinstance(e, NegotiationFailed) and e.request_id is not None]
+
+
+def test_garbage_certificate_is_refused_and_the_genuine_one_succeeds(clock) -> None:
+    """Certificate and ASN.1 garbage in the CERT payload of message 5 (rsa-sig, CA trust): refused
+    with INVALID-CERTIFICATE, nothing changes, the genuine message 5 then authenticates."""
+    from ikeproto.payloads import CertPayload
+    from tests.ike.helpers import rsa_lab, rsa_phase1
+
+    lab = rsa_lab()
+    a, b = endpoints(rsa_phase1(lab.a, None, p1(auth="rsa-sig"), trust_ca=True),
+                     rsa_phase1(lab.b, None, p1(auth="rsa-sig"), trust_ca=True), phase2_b=[mirror(CFG)])
+    a.initiate((B_ADDR, 500), CFG, clock.now)
+    sent_notes = []
+
+    def intercept(d):
+        msg = parse_message(d.data)
+        if d.sender == "a" and msg.exchange_type == ExchangeType.IDENTITY_PROTECTION and msg.is_encrypted:
+            bad = [reencrypt(b, d.data, lambda ps: [replace(p, data=b"\x30\x82\xff\xff" + bytes(40))
+                                                    if isinstance(p, CertPayload) else p for p in ps])]
+            return [*bad, d.data]
+        if msg.exchange_type == ExchangeType.INFORMATIONAL and not msg.is_encrypted:
+            sent_notes.append(msg.payloads[0].notify_type)
+        return d.data
+
+    transfer(a, b, clock.now, intercept=intercept)
+    assert sent_notes == [NotifyType.INVALID_CERTIFICATE]
+    assert len(established(events(a))) == len(established(events(b))) == 1

@@ -337,3 +337,21 @@ def test_hash_payload_leads_every_quick_mode_message(clock) -> None:
     transfer(a, b, clock.now, intercept=spy)
     assert [type(ps[0]) for ps in seen] == [HashPayload] * 3 and len(seen[2]) == 1
     assert isinstance(established(events(a))[0], Phase2Established)
+
+
+def test_many_quick_modes_at_once_on_one_isakmp_sa(clock) -> None:
+    """Forty requests for different selectors run their Quick Modes concurrently on one ISAKMP SA
+    (forty IV chains interleaved) and all complete."""
+    a, b = endpoints(phase1(), phase1(), phase2_b=[phase2("10.2.0.0/16", "10.1.0.0/16")])
+    cfgs = [phase2(f"10.1.{i}.0/24", f"10.2.{i}.0/24") for i in range(40)]
+    a.initiate((B_ADDR, 500), cfgs[0], clock.now)
+    transfer(a, b, clock.now)
+    rids = [a.initiate((B_ADDR, 500), c, clock.now) for c in cfgs[1:]]
+    for _ in range(3):  # deliver message by message, all exchanges interleaved
+        for data, dest, port in a.datagrams_to_send(clock.now):
+            b.receive_datagram(data, (A_ADDR, port), clock.now, local_port=dest[1])
+        for data, dest, port in b.datagrams_to_send(clock.now):
+            a.receive_datagram(data, (B_ADDR, port), clock.now, local_port=dest[1])
+    got = established(events(a))
+    assert sorted(e.request_id for e in got[1:]) == rids and len(established(events(b))) == 40
+    assert a.stats.dropped == b.stats.dropped == {}
