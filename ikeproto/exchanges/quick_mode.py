@@ -180,13 +180,17 @@ class QuickMode:
         if self.step in (Step.DONE, Step.FAILED):
             return
         self.env.trace.failure(reason, exchange="quick mode", message_id=f"{self.message_id:08x}", notify=notify)
+        answer: tuple[bytes, ...] = ()
         if send_notify and notify is not None and self.sa.is_established:
             protocol_id, spi = self.notify_spi or (3, b"")
-            send_protected(self.sa, self.env, [NotifyPayload(notify_type=notify, protocol_id=protocol_id, spi=spi)])
+            answer = (send_protected(self.sa, self.env, [NotifyPayload(notify_type=notify, protocol_id=protocol_id,
+                                                                        spi=spi)]),)
         self._set_step(Step.FAILED)
         self.flight = None
         if self.last_in is not None:
-            self.sa.remember(self.message_id, self.last_in, ())  # a retransmission gets no answer
+            # A retransmission of the refused message gets the same Notify again (the first may
+            # have been lost; the peer drops a copy of one it has seen).
+            self.sa.remember(self.message_id, self.last_in, answer)
         if self.sa.ivs is not None:
             self.sa.ivs.forget(self.message_id)
         self.env.emit(NegotiationFailed(at=now, peer=self.sa.peer, phase=2, request_id=self.request_id, reason=reason,

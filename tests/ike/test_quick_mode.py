@@ -355,3 +355,24 @@ def test_many_quick_modes_at_once_on_one_isakmp_sa(clock) -> None:
     got = established(events(a))
     assert sorted(e.request_id for e in got[1:]) == rids and len(established(events(b))) == 40
     assert a.stats.dropped == b.stats.dropped == {}
+
+
+def test_lost_refusal_notify_is_sent_again_for_the_retransmitted_message_1(clock) -> None:
+    """The responder's NO-PROPOSAL-CHOSEN is lost: the initiator's retransmitted message 1 gets
+    the same protected Notify again and the request fails promptly, not by timeout."""
+    cfg = phase2(*selectors("tunnel"))
+    a, b = endpoints(phase1(), phase1(), phase2_b=[phase2("10.9.0.0/24", "10.8.0.0/24")])
+    rid = a.initiate((B_ADDR, 500), cfg, clock.now)
+    lost = []
+
+    def lose_first_notify(d):
+        if d.sender == "b" and parse_message(d.data).exchange_type == ExchangeType.INFORMATIONAL and not lost:
+            lost.append(d.data)
+            return None
+        return d.data
+
+    transfer(a, b, clock.now, intercept=lose_first_notify)
+    assert lost and not [e for e in events(a) if isinstance(e, NegotiationFailed)]
+    run_timers(a, b, clock, clock.now + 1)
+    (f,) = [e for e in events(a) if isinstance(e, NegotiationFailed)]
+    assert (f.request_id, f.notify, f.timed_out) == (rid, NotifyType.NO_PROPOSAL_CHOSEN, False)
