@@ -140,3 +140,12 @@ class SaTable:
     def children_of(self, sa: IkeSa) -> list[ChildRecord]:
         """The live pairs ``sa`` negotiated."""
         return [c for c in self._children.get(sa.peer_ip, {}).values() if c.cookies == sa.cookies]
+
+    def adopt_children(self, sa: IkeSa, *, keep: set[tuple[bytes, bytes]]) -> int:
+        """Move the peer's pairs whose ISAKMP SA is not in ``keep`` (gone) to ``sa``; how many."""
+        moved = 0
+        for rec in self._children.get(sa.peer_ip, {}).values():
+            if rec.cookies not in keep:
+                rec.cookies = sa.cookies
+                moved += 1
+        return moved
