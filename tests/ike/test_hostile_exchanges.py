@@ -338,3 +338,47 @@ def test_garbage_certificate_is_refused_and_the_genuine_one_succeeds(clock) -> N
     transfer(a, b, clock.now, intercept=intercept)
     assert sent_notes == [NotifyType.INVALID_CERTIFICATE]
     assert len(established(events(a))) == len(established(events(b))) == 1
+
+
+def snapshot(ep) -> list:
+    """Everything that would change if a message were (wrongly) accepted."""
+    out = []
+    for sa in ep.table:
+        mm = sa.main_mode
+        out.append((sa.cookies, sa.state, mm.step if mm else None, sa.local_port, sa.peer_port,
+                    sa.ivs.phase1_iv if sa.ivs else None, sa.ivs.message_ids if sa.ivs else None,
+                    tuple(sorted((m, q.step) for m, q in sa.quick_modes.items()))))
+    return out
+
+
+@pytest.mark.parametrize("state", range(len(NAMES)), ids=[f"before-{n}" for n in NAMES])
+def test_every_message_out_of_its_place_changes_nothing(clock, state) -> None:
+    """The (state, input) walk: with the exchange waiting for genuine message ``state``, every
+    other message of the same negotiation (earlier ones replayed, later ones early), sent to both
+    endpoints on both ports, leaves both exactly as they were; the genuine run then completes.
+    (Message ``state + 1`` is what the sender of ``state`` legitimately waits for: left out.)"""
+    record: list[bytes] = []
+    run(FakeClock(), lambda i, d, a, b: record.append(d.data) or [])
+    assert len(record) == len(NAMES)
+
+    def evil(i, d, a, b):
+        if i != state:
+            return []
+        before = snapshot(a), snapshot(b)
+        for j, other in enumerate(record):
+            if j in (state, state + 1):
+                continue
+            # Earlier messages go to both (replays and reflections); later ones only to their own
+            # receiver (an endpoint's own future messages cannot exist yet).
+            if j < state or j % 2 == 1:
+                a.receive_datagram(other, (B_ADDR, 500), clock.now)
+                a.receive_datagram(other, (B_ADDR, 4500), clock.now, local_port=4500)
+            if j < state or j % 2 == 0:
+                b.receive_datagram(other, (A_ADDR, 500), clock.now)
+                b.receive_datagram(other, (A_ADDR, 4500), clock.now, local_port=4500)
+        assert (snapshot(a), snapshot(b)) == before
+        a.datagrams_to_send(clock.now), b.datagrams_to_send(clock.now)  # replays of old answers
+        return []
+
+    a, b, ev_a, ev_b = run(clock, evil)
+    succeeded(a, b, ev_a, ev_b)
