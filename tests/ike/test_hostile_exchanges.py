@@ -382,3 +382,27 @@ def test_every_message_out_of_its_place_changes_nothing(clock, state) -> None:
 
     a, b, ev_a, ev_b = run(clock, evil)
     succeeded(a, b, ev_a, ev_b)
+
+
+def test_authenticated_quick_mode_with_a_non_contiguous_subnet_id_is_refused(clock) -> None:
+    """An ID_IPV4_ADDR_SUBNET whose mask has holes (255.0.255.0), from a peer holding the keys:
+    refused with INVALID-ID-INFORMATION on both sides; the ISAKMP SA stays."""
+    from ikeproto.payloads import IdPayload
+
+    def evil(i, d, a, b):
+        if i != 6:
+            return []
+
+        def bad(ps):
+            rest = [replace(p, data=bytes([10, 1, 0, 0, 255, 0, 255, 0])) if isinstance(p, IdPayload) else p
+                    for p in ps[1:]]
+            mid = parse_message(d.data).message_id
+            h = sa_of(b, (d.data[:8], d.data[8:16])).keys.qm_hash1(mid, serialize_payloads(rest))
+            return [HashPayload(data=h), *rest]
+        return [reencrypt(b, d.data, bad)]
+
+    a, b, ev_a, ev_b = run(clock, evil)
+    fa = [e for e in ev_a if isinstance(e, NegotiationFailed)]
+    fb = [e for e in ev_b if isinstance(e, NegotiationFailed)]
+    assert [(f.notify, f.failure_point) for f in fa] == [(NotifyType.INVALID_ID_INFORMATION, "peer")]
+    assert [(f.notify, f.failure_point) for f in fb] == [(NotifyType.INVALID_ID_INFORMATION, "me")]
