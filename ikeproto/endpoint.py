@@ -281,7 +281,10 @@ class IkeEndpoint(Demultiplexer):
         record = self.table.pop_child(peer[0], protocol, spi_in)
         if record is None:
             raise UsageError(f"no {protocol} SA with inbound SPI {spi_in:#x} for {peer[0]}")
-        sa = self.table.find(*record.cookies) or self.table.established(peer[0], usable=False)
+        # Over the newest ISAKMP SA with the peer: strongSwan moves IPsec SAs to a new IKE SA and
+        # looks a Delete's SPI up only among the children of the SA it came on (finding ikeio-3).
+        sa = (self.table.established(peer[0]) or self.table.find(*record.cookies)
+              or self.table.established(peer[0], usable=False))
         if sa is not None and sa.is_established:
             proto = ProtocolId.IPSEC_ESP if protocol == "esp" else ProtocolId.IPSEC_AH
             send_protected(sa, self, [DeletePayload.of(proto, [spi_in.to_bytes(4, "big")])])

@@ -78,7 +78,9 @@ def offer(sa: IkeSa, config: Phase2Config, spis: dict[str, bytes]) -> SaPayload:
     udp = sa.udp_encapsulation
     mode: Mode = config.mode
     encapsulation = sa.natt.encapsulation_mode(mode) if udp and sa.natt else plain_encapsulation_mode(mode)
-    return phase2_sa(config, spis=spis, encapsulation=encapsulation, allow_ah=not udp)
+    ah_encapsulation = plain_encapsulation_mode(mode) if udp and sa.config.allow_ah_with_nat else None
+    return phase2_sa(config, spis=spis, encapsulation=encapsulation, allow_ah=not udp,
+                     ah_encapsulation=ah_encapsulation)
 
 
 class QuickMode:
@@ -142,7 +144,7 @@ class QuickMode:
 
     def _natoa(self, *, own_first: bool) -> list[NatOaPayload]:
         sa = self.sa
-        if not (sa.udp_encapsulation and self.choice is not None and self.choice.mode == "transport") or sa.natt is None:
+        if not (self.choice is not None and self.choice.udp and self.choice.mode == "transport") or sa.natt is None:
             return []
         ptype = sa.natt.natoa_type
         mine = NatOaPayload(payload_type=ptype, **_oa(self.env.local_address))
@@ -249,7 +251,8 @@ class QuickMode:
         self.last_in = inb.raw
         self.peer_spis = {p.spi for p in inb.find(SaPayload).proposals}
         try:
-            choice = accept_phase2(inb.find(SaPayload), cfg, mode=cfg.mode, udp=sa.udp_encapsulation)
+            choice = accept_phase2(inb.find(SaPayload), cfg, mode=cfg.mode, udp=sa.udp_encapsulation,
+                                   ah_plain=sa.config.allow_ah_with_nat)
             nr = _nonce(inb)
             g_qm = self._pfs(inb, choice.pfs_group)
             ids = inb.find_all(IdPayload)
@@ -344,7 +347,8 @@ class QuickMode:
             raise ProtocolError(f"no policy for {remote_ts.network} -> {local_ts.network} ({mode})",
                                 notify=NotifyType.NO_PROPOSAL_CHOSEN)
         udp = sa.udp_encapsulation
-        choice = select_phase2(offer_sa, config, mode=mode, udp=udp, allow_ah=not udp)
+        choice = select_phase2(offer_sa, config, mode=mode, udp=udp, allow_ah=not udp,
+                               ah_plain=sa.config.allow_ah_with_nat)
         self.g_qm = self._pfs(inb, choice.pfs_group)
         self.choice, self.config = choice, config
         self.local_ts, self.remote_ts = local_ts, remote_ts

@@ -223,3 +223,21 @@ def test_initial_contact_long_after_the_peers_delete_is_a_restart(clock) -> None
     transfer(a, b, clock.now)
     (gone,) = [e for e in events(b) if isinstance(e, Phase2Deleted)]
     assert (gone.spis, gone.reason) == ((eb.sas[0].spi_in,), "initial contact")
+
+
+def test_delete_for_an_older_pair_goes_over_the_newest_isakmp_sa(clock) -> None:
+    """Interop finding ikeio-3: after a second Main Mode with the peer, a Delete for a pair
+    negotiated under the first ISAKMP SA is sent protected by the newest one."""
+    a, b, ea, eb = up(clock)
+    first = ea.cookies
+    sa_of(a, first).expired = True  # as at its lifetime with IPsec SAs alive
+    a.initiate((B_ADDR, 500), CFG, clock.now)
+    transfer(a, b, clock.now)
+    second = [e for e in events(a) if isinstance(e, Phase1Established)][0].cookies
+    events(b)
+    a.delete_phase2((B_ADDR, 500), ea.sas[0].spi_in, "esp", now=clock.now)
+    log = transfer(a, b, clock.now)
+    infos = [parse_message(d.data) for d in log if d.sender == "a"]
+    assert (infos[0].initiator_cookie, infos[0].responder_cookie) == second
+    (gone,) = [e for e in events(b) if isinstance(e, Phase2Deleted)]
+    assert gone.spis == (eb.sas[0].spi_in,)
