@@ -55,7 +55,7 @@ class IvManager:
     __slots__ = ("_block_size", "_chains", "_hash", "_max", "_phase1")
 
     def __init__(
-        self, *, hash_alg: Hash, block_size: int, g_xi: bytes, g_xr: bytes, max_exchanges: int = 16
+        self, *, hash_alg: Hash, block_size: int, g_xi: bytes, g_xr: bytes, max_exchanges: int = 256
     ) -> None:
         if block_size <= 0 or block_size > hash_alg.digest_size:
             raise UsageError(f"block size {block_size} does not fit the {hash_alg.name} output")

@@ -353,7 +353,7 @@ class Phase1Keys:
         kwargs = {"protocol": protocol, "ni_b": ni_b, "nr_b": nr_b, "length": length, "g_qm_xy": g_qm_xy}
         return self.keymat(spi=spi_in, **kwargs), self.keymat(spi=spi_out, **kwargs)  # type: ignore[arg-type]
 
-    def iv_manager(self, *, g_xi: bytes, g_xr: bytes, max_exchanges: int = 16) -> IvManager:
+    def iv_manager(self, *, g_xi: bytes, g_xr: bytes, max_exchanges: int = 256) -> IvManager:
         """A fresh IV manager for this SA, seeded with hash(g^xi | g^xr)."""
         return IvManager(
             hash_alg=self.hash_alg,

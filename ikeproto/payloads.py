@@ -271,12 +271,17 @@ class IdPayload(Payload):
         """The network of a subnet identity; a mask that is not contiguous is the peer's fault."""
         if self.id_type not in (IdType.ID_IPV4_ADDR_SUBNET, IdType.ID_IPV6_ADDR_SUBNET):
             raise UsageError(f"ID type {self.id_type} is not a subnet")
+        # Address then mask (RFC 2407 §4.6.2.5/§4.6.2.7). The prefix is computed from the mask's
+        # bits: Python reads "address/mask" text for IPv4 only.
         half = len(self.data) // 2
-        addr, mask = ipaddress.ip_address(self.data[:half]), ipaddress.ip_address(self.data[half:])
-        try:
-            return ipaddress.ip_network(f"{addr}/{mask}", strict=False)
-        except ValueError:
-            raise InvalidIdInformationError(f"subnet mask {mask} is not contiguous", payload_type=PayloadType.ID) from None
+        if half not in (4, 16):
+            raise InvalidIdInformationError(f"subnet of {len(self.data)} octets", payload_type=PayloadType.ID)
+        mask = int.from_bytes(self.data[half:], "big")
+        bits = half * 8
+        prefix = bits - (~mask & ((1 << bits) - 1)).bit_length()
+        if mask != ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1):
+            raise InvalidIdInformationError("subnet mask is not contiguous", payload_type=PayloadType.ID)
+        return ipaddress.ip_network((ipaddress.ip_address(self.data[:half]), prefix), strict=False)
 
     def ip_range(self) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ipaddress.IPv4Address | ipaddress.IPv6Address]:
         """(first, last) of a range identity."""

@@ -406,3 +406,18 @@ def test_notify_error_ranges():
     assert not any(t.is_error for t in (NotifyType.CONNECTED, NotifyType.RESPONDER_LIFETIME, NotifyType.INITIAL_CONTACT,
                                         NotifyType.R_U_THERE, NotifyType.R_U_THERE_ACK))
     assert not is_error_notify(0)
+
+
+def test_id_subnet_networks_ipv4_and_ipv6():
+    """Subnet IDs give their network for IPv4 and IPv6; a non-contiguous mask is the peer's fault."""
+    import ipaddress
+
+    from ikeproto.errors import InvalidIdInformationError
+    from ikeproto.payloads import IdPayload
+
+    for text in ("192.0.2.0/24", "2001:db8::/32", "2001:db8:1::/48"):
+        net = ipaddress.ip_network(text)
+        assert IdPayload.subnet(net).ip_network() == net
+    bad = IdPayload(id_type=4, protocol=0, port=0, data=bytes([10, 0, 0, 0, 255, 0, 255, 0]))
+    with pytest.raises(InvalidIdInformationError):
+        bad.ip_network()
