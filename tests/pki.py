@@ -8,15 +8,25 @@ key usage, no CA flag, odd validity) that a real CA would refuse to issue.
 
 All times are explicit ``datetime``s in UTC; ``WHEN`` is the validation time most tests use, and
 ``clock_at`` turns it into the ``validation_time`` mapping the authenticator takes.
+
+``CrlServer`` is a CRL distribution point on loopback (HTTP, bytes by path, hits counted);
+``silent_port`` a port that accepts and never answers (a CDP that times out), ``closed_port``
+one that refuses.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Sequence
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -239,3 +249,67 @@ def clock_at(when: dt.datetime = WHEN) -> Callable[[float], dt.datetime]:
         return when + dt.timedelta(seconds=now - start)
 
     return validation_time
+
+
+# --- a CRL distribution point -------------------------------------------------------------------
+
+
+class CrlServer:
+    def __init__(self) -> None:
+        self.served: dict[str, bytes] = {}
+        self.hits: Counter[str] = Counter()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                owner.hits[self.path] += 1
+                body = owner.served.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/pkix-crl")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def __enter__(self) -> CrlServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def silent_port() -> Iterator[int]:
+    """A loopback port that accepts connections and never answers."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(8)
+    try:
+        yield s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def closed_port() -> int:
+    """A loopback port with no listener (connections are refused)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
