@@ -51,8 +51,9 @@ from ikeproto.pki import (
     check_identity,
     der,
     dn_text,
-    name_text,
+    issuer_text,
     names_equal,
+    subject_text,
 )
 
 __all__ = [
@@ -115,7 +116,7 @@ def parse_cert_payloads(payloads: Sequence[CertPayload]) -> PeerCertificates:
     for i, p in enumerate(x509_payloads):
         try:
             certs.append(x509.load_der_x509_certificate(p.data))
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
             raise CertificateError(Failure.MALFORMED, f"CERT payload {i + 1} from the peer is not a DER "
                                    "X.509 certificate") from None
     return PeerCertificates(leaf=certs[0], intermediates=tuple(certs[1:]))
@@ -140,7 +141,7 @@ class Credential:
 
     @property
     def subject(self) -> str:
-        return name_text(self.certificate.subject)
+        return subject_text(self.certificate)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,7 +185,7 @@ class VerifiedPeer:
 
     @property
     def subject(self) -> str:
-        return name_text(self.path.leaf.subject)
+        return subject_text(self.path.leaf)
 
     def summary(self) -> str:
         return "peer certificate trusted: " + self.path.summary() + "".join(f"; {n}" for n in self.path.notes)
@@ -240,13 +241,13 @@ class CertificateAuthenticator:
         try:
             key = cert.public_key()
         except (ValueError, TypeError) as exc:
-            raise CertificateError(Failure.MALFORMED, f"certificate {name_text(cert.subject)} has an unreadable "
-                                   f"public key: {exc}", subject=name_text(cert.subject)) from None
+            raise CertificateError(Failure.MALFORMED, f"certificate {subject_text(cert)} has an unreadable "
+                                   f"public key: {exc}", subject=subject_text(cert)) from None
         if not isinstance(key, self._key_classes):
-            raise CertificateError(Failure.UNSUPPORTED_KEY, f"certificate {name_text(cert.subject)} has a "
+            raise CertificateError(Failure.UNSUPPORTED_KEY, f"certificate {subject_text(cert)} has a "
                                    f"{type(key).__name__.removeprefix('_')} key; the negotiated method needs "
                                    f"{' or '.join(k.__name__ for k in self._key_classes)}",
-                                   subject=name_text(cert.subject), issuer=name_text(cert.issuer))
+                                   subject=subject_text(cert), issuer=issuer_text(cert))
 
     def _own_path(self, cred: Credential, root: x509.Certificate, at: dt.datetime) -> ValidatedPath:
         return validate_path(cred.certificate, cred.chain + self.intermediates, [root], at,
@@ -277,7 +278,7 @@ class CertificateAuthenticator:
                         reasons[where] = exc.reason
                     continue
                 return Selection(credential=cred, path=path, requested=was_requested)
-        roots = "; ".join(name_text(r.subject) for r in self.roots)
+        roots = "; ".join(subject_text(r) for r in self.roots)
         detail = "; ".join(f"{w}: {r}" for w, r in reasons.items()) or "the machine store has no certificates"
         raise CertificateError(Failure.NO_LOCAL_CERTIFICATE,
                                f"no machine certificate with a private key and a valid chain to a root CA of "

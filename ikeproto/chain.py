@@ -39,7 +39,8 @@ from ikeproto.pki import (
     RevocationResult,
     RevocationStatus,
     der,
-    name_text,
+    issuer_text,
+    subject_text,
 )
 
 __all__ = ["MAX_DEPTH", "MAX_PATHS", "MAX_WORK", "ValidatedPath", "validate_path"]
@@ -66,15 +67,10 @@ class ValidatedPath:
 
     def summary(self) -> str:
         """``CN=leaf <- CN=intermediate <- CN=root (trusted root)`` for the trace."""
-        return " <- ".join(name_text(c.subject) for c in self.certificates) + " (trusted root)"
+        return " <- ".join(subject_text(c) for c in self.certificates) + " (trusted root)"
 
 
-def _subject(cert: x509.Certificate) -> str:
-    return name_text(cert.subject)
-
-
-def _issuer(cert: x509.Certificate) -> str:
-    return name_text(cert.issuer)
+_subject, _issuer = subject_text, issuer_text
 
 
 # --- path validation -----------------------------------------------------------------------------
@@ -271,10 +267,10 @@ def validate_path(
                 first_error = first_error or exc
         if first_error is not None:
             raise first_error
-        trusted = "; ".join(name_text(a.subject) for a in anchors) or "none"
+        trusted = "; ".join(subject_text(a) for a in anchors) or "none"
         raise _fail(Failure.UNTRUSTED_ROOT, leaf, f"certificate {_subject(leaf)} does not chain to a trusted "
                     f"root certification authority of this rule (its chain ends at {_top_issuer(leaf, intermediates)}; "
                     f"trusted: {trusted})")
-    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType, x509.InvalidVersion) as exc:
         # Lazily parsed fields of a peer's certificate (extensions, times) may fail only now.
         raise _fail(Failure.MALFORMED, leaf, f"certificate {_subject(leaf)} is malformed: {exc}") from None

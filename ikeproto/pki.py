@@ -37,9 +37,11 @@ __all__ = [
     "der",
     "dn_text",
     "epoch_time",
+    "issuer_text",
     "name_text",
     "names_equal",
     "parse_der_name",
+    "subject_text",
 ]
 
 class CrlLevel(enum.IntEnum):
@@ -147,12 +149,24 @@ def name_text(name: x509.Name) -> str:
         return "<undisplayable name>"
 
 
-def _subject(cert: x509.Certificate) -> str:
-    return name_text(cert.subject)
+def subject_text(cert: x509.Certificate) -> str:
+    """The certificate's subject as text; a placeholder when a peer's certificate has an
+    unparsable one (``cryptography`` parses names lazily, so the access itself may fail)."""
+    try:
+        return name_text(cert.subject)
+    except ValueError:
+        return "<unparsable subject>"
 
 
-def _issuer(cert: x509.Certificate) -> str:
-    return name_text(cert.issuer)
+def issuer_text(cert: x509.Certificate) -> str:
+    """The certificate's issuer as text (see ``subject_text``)."""
+    try:
+        return name_text(cert.issuer)
+    except ValueError:
+        return "<unparsable issuer>"
+
+
+_subject, _issuer = subject_text, issuer_text
 
 
 # DirectoryString and friends; the 7-bit types are read as UTF-8 because encoders (cryptography's

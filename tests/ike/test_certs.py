@@ -578,3 +578,39 @@ def test_describe_requests_for_the_trace(lab):
     crs = cert_request_payloads([lab["a"].cert]) + [CrPayload(cert_type=CertEncoding.X509_SIGNATURE),
                                                      CrPayload(cert_type=CertEncoding.PGP)]
     assert auth([lab["a"]]).describe_requests(crs) == "CN=Root A, O=Lab; <any CA> (+1 of other types)"
+
+
+# --- hostile certificates --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    r = pki.root("CN=Fuzz Root", key_slot=1)
+    sub = r.intermediate("CN=Fuzz CA", key_slot=3)
+    leaf = sub.issue("CN=fuzz host", key_slot=10, san=("dns:fuzz.test",), cdp=("http://127.0.0.1:9/x.crl",))
+    au = CertificateAuthenticator(roots=[r.cert], credentials=(), validation_time=pki.clock_at(),
+                                  crl_level=CrlLevel.STRICT, revocation=FakeRevocation({}))
+    return au, leaf, sub
+
+
+@given(which=st.sampled_from(["leaf", "ca"]), edits=st.lists(st.tuples(st.integers(0, 2000), st.integers(1, 255)),
+                                                             min_size=1, max_size=4),
+       cut=st.none() | st.integers(0, 2000))
+@example(which="leaf", edits=[(43, 1)], cut=None)  # an issuer Name that parses only when used
+@example(which="leaf", edits=[(12, 1)], cut=None)  # version 4: x509.InvalidVersion, not a ValueError
+def test_mutated_certificates_raise_only_certificate_error(hostile, which, edits, cut):
+    """Property: bit-flipped or truncated certificates (leaf or CA) from the peer give a verified
+    peer or CertificateError, never another exception (RFC 4945 parsers met real garbage)."""
+    au, leaf, sub = hostile
+    ders = {"leaf": bytearray(leaf.der), "ca": bytearray(sub.der)}
+    target = ders[which]
+    for pos, xor in edits:
+        target[pos % len(target)] ^= xor
+    if cut is not None:
+        del target[cut % len(target):]
+    payloads = [CertPayload(encoding=CertEncoding.X509_SIGNATURE, data=bytes(ders["leaf"])),
+                CertPayload(encoding=CertEncoding.X509_SIGNATURE, data=bytes(ders["ca"]))]
+    try:
+        au.verify_peer(payloads, IdPayload(id_type=IdType.ID_FQDN, data=b"fuzz.test"), NOW)
+    except CertificateError:
+        pass
