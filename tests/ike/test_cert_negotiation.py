@@ -3,12 +3,14 @@ untrusted root, expired certificate, wrong key usage, missing private key, revok
 0/1/2, unreachable CDP at levels 1/2 (CRLs served by a loopback HTTP server), multiple roots and
 the seed's selection order.
 
-Main Mode does not call ``ikeproto.certs.CertificateAuthenticator`` yet (the lead wires it; the
-report of branch ``cert`` gives the exact hook). ``wired`` below emulates that hook around the
-real ``MainMode`` with pytest's monkeypatch and nothing else: CR payloads for our roots in
-messages 3/4, the peer's CRs collected, our certificate chosen from them before message 5/6 (our
-identity, key and chain), and the peer's CERT/ID checked before its SIG is verified with the
-certified key. Everything else (SIG over HASH_I/HASH_R, keys, Quick Mode) is the real code.
+Main Mode consults ``ikeproto.certs.CertificateAuthenticator`` through
+``Phase1Config.certificates``. Until that field exists (the lead wires the hook the report of
+branch ``cert`` gives), ``wired`` emulates it around the real ``MainMode`` with pytest's
+monkeypatch and nothing else: CR payloads for our roots in messages 3/4, the peer's CRs
+collected, our certificate chosen from them before message 5/6 (our identity, key and chain), and
+the peer's CERT/ID checked before its SIG is verified with the certified key. Everything else
+(SIG over HASH_I/HASH_R, keys, Quick Mode) is the real code. Once the field exists, ``wired``
+does nothing and the same tests run the real hook.
 """
 
 from __future__ import annotations
@@ -49,13 +51,16 @@ RSA_SIG = p1(auth="rsa-sig")
 # --- the hook, emulated ----------------------------------------------------------------------------
 
 _AUTHENTICATORS: dict[int, CertificateAuthenticator] = {}
+HOOKED = "certificates" in Phase1Config.__dataclass_fields__
 
 
 def with_certificates(au: CertificateAuthenticator) -> Phase1Config:
-    """The Phase1Config a rule with certificate methods gives Main Mode (hook: ``certificates=au``).
+    """The Phase1Config a rule with certificate methods gives Main Mode (``certificates=au``).
 
-    Until Main Mode takes the authenticator, the existing rsa-sig fields stand in: a placeholder
-    RSA key (replaced by the chosen certificate's before message 5/6) and the rule's roots."""
+    Without the hook, the existing rsa-sig fields stand in: a placeholder RSA key (replaced by the
+    chosen certificate's before message 5/6) and the rule's roots."""
+    if HOOKED:
+        return Phase1Config(proposals=(RSA_SIG,), certificates=au)  # type: ignore[call-arg]
     cfg = Phase1Config(proposals=(RSA_SIG,), private_key=pki.key(99), trusted_certificates=au.roots)
     _AUTHENTICATORS[id(cfg)] = au
     return cfg
@@ -63,6 +68,9 @@ def with_certificates(au: CertificateAuthenticator) -> Phase1Config:
 
 @pytest.fixture
 def wired(monkeypatch):
+    if HOOKED:
+        yield
+        return
     mm = main_mode.MainMode
     orig_init, orig_process, orig_message = mm.__init__, mm.process, mm._message
     orig_auth, orig_verify = mm._auth_payloads, mm._verify_peer

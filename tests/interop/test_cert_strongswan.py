@@ -1,5 +1,5 @@
 """Certificate authentication against strongSwan's charon, both directions, with certificates from
-one test CA made at run time (``tests.pki``): Main Mode with RSA signatures (RFC 2409 §5.1), CERT
+one test CA made at run time (``tests.pki``, or ``policyagent cert`` into a machine store): Main Mode with RSA signatures (RFC 2409 §5.1), CERT
 and CR payloads (RFC 2408 §3.9-§3.10), ID_DER_ASN1_DN identities, then a Quick Mode.
 
 Our endpoint runs in the test process with its UDP 500/4500 sockets inside ``ns[0]``
@@ -18,8 +18,10 @@ import datetime as dt
 import select
 import threading
 import time
+from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ikeproto.certs import CertificateAuthenticator, Credential
@@ -27,7 +29,8 @@ from ikeproto.config import TrafficSelector
 from ikeproto.endpoint import IkeEndpoint
 from ikeproto.events import Event, NegotiationFailed, Phase1Established, Phase2Established
 from ikeproto.pki import names_equal
-from policyagent.certstore import system_time
+from policyagent.certstore import MachineStore, authenticator_for, system_time
+from policyagent.model import AuthMethod
 from tests import pki
 from tests.ike.helpers import Provider, phase2
 from tests.ike.test_cert_negotiation import wired, with_certificates  # noqa: F401 (fixture)
@@ -141,27 +144,51 @@ class Pump:
                 self.ep.receive_datagram(data, addr, time.monotonic(), local_port=port)
 
 
+def _cli_pki(tmp: Path):
+    """The same PKI made the way a lab user makes it: ``policyagent cert`` into a machine store,
+    charon's certificate and key written with ``--out``; our side comes from the store through
+    ``authenticator_for`` and a rule naming the root CA."""
+    from policyagent.cli import main
+
+    ca, store = tmp / "ca", tmp / "store"
+    for argv in (["create-ca", str(ca), "--name", "CN=Interop Root, O=Lab"],
+                 ["issue", str(ca), "--subject", "CN=pyipsec host, O=Lab", "--san", "ip:192.0.2.1", "--store", str(store)],
+                 ["issue", str(ca), "--subject", "CN=charon host, O=Lab", "--san", "ip:192.0.2.2", "--no-install",
+                  "--out", str(tmp / "charon")]):
+        assert main(["cert", *argv]) == 0
+    ms = MachineStore.load(store)
+    au = authenticator_for((AuthMethod.certificate("CN=Interop Root, O=Lab"),), ms)
+    charon_cert = x509.load_pem_x509_certificate((tmp / "charon.pem").read_bytes())
+    charon_key = serialization.load_pem_private_key((tmp / "charon.key").read_bytes(), password=None)
+    return (ms.roots[0], charon_cert, charon_key, au, ms.entries[0].certificate)
+
+
 @pytest.fixture
-def lab(netns_pair, charon_factory, wired, request):  # noqa: F811 (wired is the imported fixture)
-    bits = getattr(request, "param", 2048)
-    ca, ours, theirs = _now_pki(bits)
+def lab(netns_pair, charon_factory, wired, request, tmp_path):  # noqa: F811 (wired is the imported fixture)
+    source = getattr(request, "param", 2048)
+    if source == "cli":
+        ca_cert, their_cert, their_key, au, our_cert = _cli_pki(tmp_path)
+    else:
+        ca, ours, theirs = _now_pki(source)
+        ca_cert, their_cert, their_key, our_cert = ca.cert, theirs.cert, theirs.key, ours.cert
+        au = CertificateAuthenticator(roots=[ca.cert], credentials=[Credential(certificate=ours.cert,
+                                      private_key=ours.key)], validation_time=system_time)
     charon = charon_factory(1, "connections {\n}\n", name="certs")
     d = charon.state_dir
-    (d / "x509ca" / "ca.pem").write_bytes(ca.pem())
-    (d / "x509" / "charon.pem").write_bytes(theirs.pem())
-    (d / "rsa" / "charon.key").write_bytes(theirs.key.private_bytes(
+    (d / "x509ca" / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (d / "x509" / "charon.pem").write_bytes(their_cert.public_bytes(serialization.Encoding.PEM))
+    (d / "rsa" / "charon.key").write_bytes(their_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()))
     (d / "rsa" / "charon.key").chmod(0o600)
     charon.load(_swanctl_conf(netns_pair))
-    au = CertificateAuthenticator(roots=[ca.cert], credentials=[Credential(certificate=ours.cert, private_key=ours.key)],
-                                  validation_time=system_time)
     ia, ib = netns_pair.inner
     cfg = phase2(f"{ia}/32", f"{ib}/32", mode="tunnel")  # ESP AES-128-CBC / HMAC-SHA1-96
     config = with_certificates(au)  # Main Mode: AES-128/SHA-1/MODP-2048, RSA signatures
     ep = IkeEndpoint(config=Provider(config, [cfg]), local_address=netns_pair.addrs[0])
     pump = Pump(ep, netns_pair.ns[0], netns_pair.addrs[0])
     try:
-        yield {"charon": charon, "pump": pump, "ep": ep, "cfg": cfg, "ours": ours, "theirs": theirs, "pair": netns_pair}
+        yield {"charon": charon, "pump": pump, "ep": ep, "cfg": cfg, "ours": our_cert, "theirs": their_cert,
+               "pair": netns_pair}
     finally:
         pump.close()
 
@@ -171,9 +198,9 @@ def _check(lab, ours_p1: Phase1Established, we_initiated: bool) -> None:
     assert ours_p1.auth == "rsa-sig" and ours_p1.is_initiator is we_initiated
     # charon encodes the ID from its configured text (PrintableString), the certificate has
     # UTF8String: the same name by RFC 5280 §7.1, not the same octets
-    assert ours_p1.peer_id.kind == "der-dn" and ours_p1.peer_id.value != theirs.cert.subject.public_bytes()
-    assert names_equal(ours_p1.peer_id.value, theirs.cert.subject.public_bytes())
-    assert ours_p1.local_id.value == ours.cert.subject.public_bytes()
+    assert ours_p1.peer_id.kind == "der-dn" and ours_p1.peer_id.value != theirs.subject.public_bytes()
+    assert names_equal(ours_p1.peer_id.value, theirs.subject.public_bytes())
+    assert ours_p1.local_id.value == ours.subject.public_bytes()
     sas = charon.wait_for(lambda s: [x for x in s if x.state == "ESTABLISHED" and x.child("net")] or None,
                           what="charon's IKE SA with the net child")
     ike = sas[0]
@@ -185,7 +212,7 @@ def _check(lab, ours_p1: Phase1Established, we_initiated: bool) -> None:
     assert 'received end entity cert "O=Lab, CN=pyipsec host"' in log
 
 
-@pytest.mark.parametrize("lab", [2048, 1024], indirect=True, ids=["rsa2048", "rsa1024"])
+@pytest.mark.parametrize("lab", [2048, 1024, "cli"], indirect=True, ids=["rsa2048", "rsa1024", "cli-store"])
 def test_we_initiate_with_certificates(lab):
     ia, ib = lab["pair"].inner
     lab["ep"].initiate((lab["pair"].addrs[1], 500), lab["cfg"], time.monotonic())
@@ -196,6 +223,7 @@ def test_we_initiate_with_certificates(lab):
     assert ev.local_ts == TrafficSelector.host(ia) and ev.remote_ts == TrafficSelector.host(ib)
 
 
+@pytest.mark.parametrize("lab", [2048, "cli"], indirect=True, ids=["rsa2048", "cli-store"])
 def test_charon_initiates_with_certificates(lab):
     charon = lab["charon"]
     result: list[BaseException | str] = []
