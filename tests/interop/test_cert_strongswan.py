@@ -1,6 +1,7 @@
 """Certificate authentication against strongSwan's charon, both directions, with certificates from
-one test CA made at run time (``tests.pki``, or ``policyagent cert`` into a machine store): Main Mode with RSA signatures (RFC 2409 §5.1), CERT
-and CR payloads (RFC 2408 §3.9-§3.10), ID_DER_ASN1_DN identities, then a Quick Mode.
+one test CA made at run time (``tests.pki``, or ``policyagent cert`` into a machine store): Main
+Mode with RSA signatures (RFC 2409 §5.1), CERT and CR payloads (RFC 2408 §3.9-§3.10),
+ID_DER_ASN1_DN identities, then a Quick Mode.
 
 Our endpoint runs in the test process with its UDP 500/4500 sockets inside ``ns[0]``
 (192.0.2.1), pumped by a small blocking loop (sans-I/O: datagrams in, datagrams out, timers);
