@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from enum import IntEnum, IntFlag
 
+from espcore import transforms as _espcore_transforms
+
 __all__ = [
     "AhTransformId",
     "AuthMethod",
@@ -129,48 +131,12 @@ class IsakmpTransformId(IntEnum):
     KEY_IKE = 1
 
 
-class AhTransformId(IntEnum):
-    """RFC 2407 §4.4.3 AH transform identifiers (+ RFC 4868 SHA-2)."""
-
-    AH_MD5 = 2
-    AH_SHA = 3
-    AH_DES = 4
-    AH_SHA2_256 = 5
-    AH_SHA2_384 = 6
-    AH_SHA2_512 = 7
-    AH_RIPEMD = 8
-    AH_AES_XCBC_MAC = 9
-    AH_RSA = 10
-    AH_AES_128_GMAC = 11
-    AH_AES_192_GMAC = 12
-    AH_AES_256_GMAC = 13
-
-
-class EspTransformId(IntEnum):
-    """RFC 2407 §4.4.4 ESP transform identifiers (+ RFC 3602 AES-CBC, RFC 4106 GCM)."""
-
-    ESP_DES_IV64 = 1
-    ESP_DES = 2
-    ESP_3DES = 3
-    ESP_RC5 = 4
-    ESP_IDEA = 5
-    ESP_CAST = 6
-    ESP_BLOWFISH = 7
-    ESP_3IDEA = 8
-    ESP_DES_IV32 = 9
-    ESP_RC4 = 10
-    ESP_NULL = 11
-    ESP_AES = 12  # RFC 3602: AES-CBC, key length attribute
-    ESP_AES_CTR = 13
-    ESP_AES_CCM_8 = 14
-    ESP_AES_CCM_12 = 15
-    ESP_AES_CCM_16 = 16
-    ESP_AES_GCM_8 = 18
-    ESP_AES_GCM_12 = 19
-    ESP_AES_GCM_16 = 20
-    ESP_SEED_CBC = 21
-    ESP_CAMELLIA = 22
-    ESP_NULL_AUTH_AES_GMAC = 23
+# AH and ESP transform identifiers (RFC 2407 §4.4.3/§4.4.4) and the Authentication Algorithm
+# attribute values (RFC 2407 §4.5) belong to the one algorithm registry, espcore.transforms;
+# they are re-exported here so that every IANA number the codec uses has a name in this module.
+AhTransformId = _espcore_transforms.AhTransformId
+EspTransformId = _espcore_transforms.EspTransformId
+IpsecAuthAlgorithm = _espcore_transforms.AuthAlgorithm
 
 
 class IpcompTransformId(IntEnum):
@@ -324,24 +290,6 @@ class EncapsulationMode(IntEnum):
     UDP_ENCAPSULATED_TRANSPORT = 4
     UDP_ENCAPSULATED_TUNNEL_DRAFT = 61443
     UDP_ENCAPSULATED_TRANSPORT_DRAFT = 61444
-
-
-class IpsecAuthAlgorithm(IntEnum):
-    """RFC 2407 §4.5 Authentication Algorithm values (+ RFC 4868 SHA-2, RFC 3566 XCBC)."""
-
-    HMAC_MD5 = 1
-    HMAC_SHA = 2
-    DES_MAC = 3
-    KPDK = 4
-    HMAC_SHA2_256 = 5
-    HMAC_SHA2_384 = 6
-    HMAC_SHA2_512 = 7
-    HMAC_RIPEMD = 8
-    AES_XCBC_MAC = 9
-    SIG_RSA = 10
-    AES_128_GMAC = 11
-    AES_192_GMAC = 12
-    AES_256_GMAC = 13
 
 
 class IdType(IntEnum):

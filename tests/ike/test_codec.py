@@ -103,7 +103,7 @@ def main_mode_offer() -> Message:
 def quick_mode_body() -> tuple:
     esp = Transform(
         number=1,
-        transform_id=EspTransformId.ESP_AES,
+        transform_id=EspTransformId.ESP_AES_CBC,
         attributes=(
             Attribute.tv(IpsecAttr.SA_LIFE_TYPE, LifeType.SECONDS),
             Attribute.tv(IpsecAttr.SA_LIFE_DURATION, 3600),

@@ -139,7 +139,7 @@ def _certificate_der() -> bytes:
 
 def realistic_messages() -> list[Message]:
     """Every payload type with contents a real peer would send."""
-    esp = Transform(number=1, transform_id=EspTransformId.ESP_AES, attributes=(
+    esp = Transform(number=1, transform_id=EspTransformId.ESP_AES_CBC, attributes=(
         Attribute.tv(IpsecAttr.SA_LIFE_TYPE, LifeType.SECONDS), Attribute.tv(IpsecAttr.SA_LIFE_DURATION, 3600),
         Attribute.tv(IpsecAttr.SA_LIFE_TYPE, LifeType.KILOBYTES), Attribute.tlv(IpsecAttr.SA_LIFE_DURATION, 102400, length=4),
         Attribute.tv(IpsecAttr.ENCAPSULATION_MODE, EncapsulationMode.UDP_ENCAPSULATED_TRANSPORT),
