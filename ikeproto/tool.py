@@ -309,7 +309,7 @@ async def _run(command: str, s: dict[str, Any]) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    service = await create_endpoint(config, local, ike_port=ike_port, natt_port=natt_port)
+    service = await create_endpoint(config, local, ike_port=ike_port, natt_port=natt_port, logger=s.get("logger"))
     _emit({"event": "Listening", "local": local, "ike_port": service.ike_port, "natt_port": service.natt_port})
     state = _Tracker(keys=keys, count=s.get("count"), stop=stop)
     pumping = asyncio.create_task(_pump(service, state))
@@ -382,8 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command, settings, verbose = _settings(argv)
         level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-        structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-                            wrapper_class=structlog.make_filtering_bound_logger(level))
+        # Our own logger, not structlog.configure: stdout carries only the JSON events.
+        settings["logger"] = structlog.wrap_logger(structlog.PrintLogger(sys.stderr),
+                                                   wrapper_class=structlog.make_filtering_bound_logger(level))
         loop_kind = settings.get("loop")
         factory = None
         if loop_kind != "asyncio":

@@ -459,3 +459,115 @@ def test_ipv6_peer_addresses_are_host_port_pairs(run):
             svc.close()
 
     run(main())
+
+
+# ------------------------------------------------ the command-line tool built on the adapter
+# (``ikeproto.tool``; kept here because the tool is the adapter's first user)
+
+from ikeproto import tool  # noqa: E402
+from ikeproto.config import Phase1Proposal  # noqa: E402
+from ikeproto.events import ChildSa  # noqa: E402
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("3des-sha1-modp1024", Phase1Proposal(cipher="3des", hash="sha1", dh_group=2)),
+    ("aes128-sha1-modp2048", Phase1Proposal(cipher="aes-cbc", key_bits=128, hash="sha1", dh_group=14)),
+    ("AES256-SHA256-ecp256", Phase1Proposal(cipher="aes-cbc", key_bits=256, hash="sha2-256", dh_group=19)),
+    ("des-md5-modp768", Phase1Proposal(cipher="des", hash="md5", dh_group=1)),
+])
+def test_tool_parses_ike_proposals(text, expected):
+    assert tool.parse_ike_proposal(text) == expected
+
+
+@pytest.mark.parametrize("text, cipher, bits, integrity, pfs", [
+    ("aes128-sha1", "aes-cbc", 128, "hmac-sha1-96", None),
+    ("3des-sha1", "3des-cbc", None, "hmac-sha1-96", None),
+    ("aes256-sha256-modp2048", "aes-cbc", 256, "hmac-sha2-256-128", 14),
+    ("aes128gcm16-ecp256", "aes-gcm-16", 128, None, 19),
+])
+def test_tool_parses_esp_proposals(text, cipher, bits, integrity, pfs):
+    proposal, group = tool.parse_esp_proposal(text)
+    (t,) = proposal.transforms
+    assert (t.protocol, t.cipher, t.key_bits, t.integrity, group) == ("esp", cipher, bits, integrity, pfs)
+
+
+@pytest.mark.parametrize("text", ["aes128", "aes128-sha1-modp2048-x", "rc4-sha1-modp1024", "aes128-sha1-modp9",
+                                  "aes128gcm16-sha1", ""])
+def test_tool_refuses_bad_proposals(text):
+    with pytest.raises(UsageError):
+        tool.parse_ike_proposal(text)
+    if text != "aes128":
+        with pytest.raises(UsageError):
+            tool.parse_esp_proposal(text)
+
+
+def test_static_config_accepts_selectors_inside_its_networks():
+    """As responder: our side inside a local_ts network, theirs inside a remote_ts one, same mode."""
+    cfg = tool.StaticConfig.build(psk=b"k", local_ts=["192.0.2.1/32", "10.1.0.0/16"], remote_ts=["192.0.2.0/24"],
+                                  esp=["aes128-sha1-modp2048"])
+    peer = ("192.0.2.2", 500)
+    host = TrafficSelector.host
+    got = cfg.phase2_config(peer, host("10.1.2.3"), host("192.0.2.2"), "tunnel")
+    assert got is not None and got.local_ts == host("10.1.2.3") and got.pfs_group == 14
+    assert got.proposals == cfg.proposals and got.mode == "tunnel"
+    assert cfg.phase2_config(peer, host("10.2.0.1"), host("192.0.2.2"), "tunnel") is None
+    assert cfg.phase2_config(peer, host("192.0.2.1"), host("198.51.100.1"), "tunnel") is None
+    assert cfg.phase2_config(peer, host("192.0.2.1"), host("192.0.2.2"), "transport") is None
+    assert cfg.phase2_config(peer, host("2001:db8::1"), host("192.0.2.2"), "tunnel") is None
+    assert cfg.phase1_config(peer).psk == b"k"
+    only = tool.StaticConfig.build(psk=b"k", local_ts=["0.0.0.0/0"], remote_ts=["0.0.0.0/0"], peers=["192.0.2.9"])
+    assert only.phase1_config(peer) is None and only.phase2_config(peer, host("1.1.1.1"), host("2.2.2.2"),
+                                                                     "tunnel") is None
+    with pytest.raises(UsageError):
+        tool.StaticConfig.build(psk=b"", local_ts=["0.0.0.0/0"], remote_ts=["0.0.0.0/0"])
+    with pytest.raises(UsageError):
+        tool.StaticConfig.build(psk=b"k", local_ts=["0.0.0.0/0"], remote_ts=["0.0.0.0/0"],
+                                esp=["aes128-sha1-modp2048", "3des-sha1"])
+
+
+def test_event_json_hides_keys_unless_asked():
+    """Keys (repr=False fields) never appear in the JSON unless requested; SPIs are hex, cookies hex."""
+    sa = ChildSa(protocol="esp", spi_in=0xC0FFEE01, spi_out=0x1234, cipher="aes-cbc", key_bits=128,
+                 integrity="hmac-sha1-96", enc_key_in=b"\x11" * 16, auth_key_in=b"\x22" * 20,
+                 enc_key_out=b"\x33" * 16, auth_key_out=b"\x44" * 20)
+    ev = Phase2Established(**{**{f: getattr(_established(("192.0.2.2", 4500), 7, 5.0), f)
+                                 for f in Phase2Established.__dataclass_fields__}, "sas": (sa,)})
+    shown = tool.event_json(ev)
+    text = repr(shown)
+    assert shown["event"] == "Phase2Established" and shown["request_id"] == 7
+    assert shown["sas"][0]["spi_in"] == "c0ffee01" and shown["sas"][0]["spi_out"] == "00001234"
+    assert shown["cookies"] == ["69" * 8, "72" * 8] and shown["local_ts"]["network"] == "127.0.0.1/32"
+    assert "enc_key_in" not in text and "11111111" not in text and "22222222" not in text
+    with_keys = tool.event_json(ev, keys=True)["sas"][0]
+    assert with_keys["enc_key_in"] == "11" * 16 and with_keys["auth_key_out"] == "44" * 20
+
+
+def test_tool_reads_toml_and_options_override(tmp_path):
+    conf = tmp_path / "peer.toml"
+    conf.write_text('local = "192.0.2.1"\nike = "3des-sha1-modp1024"\nesp = ["aes128-sha1"]\n'
+                    'local_ts = ["10.0.0.0/8"]\nnatt_port = 4501\npsk = "x"\n')
+    command, settings, verbose = tool._settings(["respond", "--config", str(conf), "--natt-port", "4600", "-v"])
+    assert command == "respond" and verbose == 1
+    assert settings["ike"] == ["3des-sha1-modp1024"] and settings["esp"] == ["aes128-sha1"]
+    assert settings["natt_port"] == 4600 and settings["local"] == "192.0.2.1" and settings["psk"] == "x"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('lokal = "192.0.2.1"\n')
+    assert tool.main(["respond", "--config", str(bad)]) == 2
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("192.0.2.2", ("192.0.2.2", 500)), ("192.0.2.2:4501", ("192.0.2.2", 4501)),
+    ("[2001:db8::2]:600", ("2001:db8::2", 600)), ("2001:db8::2", ("2001:db8::2", 500)),
+])
+def test_tool_peer_addresses(text, expected):
+    assert tool._address(text, 500) == expected
+
+
+def test_tool_usage_errors_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("IKEPROTO_PSK", raising=False)
+    assert tool.main(["respond", "--local", "127.0.0.1"]) == 2
+    assert "pre-shared key" in capsys.readouterr().err
+    assert tool.main(["initiate", "--local", "127.0.0.1", "--psk", "k"]) == 2
+    assert "--peer" in capsys.readouterr().err
+    assert tool.main(["initiate", "--local", "127.0.0.1", "--psk", "k", "--peer", "127.0.0.2",
+                      "--ike", "rot13-sha1-modp1024"]) == 2
