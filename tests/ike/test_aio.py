@@ -18,7 +18,7 @@ import pytest
 from ikeproto.aio import IkeService, create_endpoint
 from ikeproto.config import Identity, Phase2Config, Phase2Proposal, IpsecTransform, TrafficSelector
 from ikeproto.errors import UsageError
-from ikeproto.events import NegotiationFailed, Phase2Established
+from ikeproto.events import NegotiationFailed, Phase1Deleted, Phase2Deleted, Phase2Established
 
 try:
     import uvloop
@@ -571,3 +571,148 @@ def test_tool_usage_errors_exit_2(tmp_path, capsys, monkeypatch):
     assert "--peer" in capsys.readouterr().err
     assert tool.main(["initiate", "--local", "127.0.0.1", "--psk", "k", "--peer", "127.0.0.2",
                       "--ike", "rot13-sha1-modp1024"]) == 2
+
+
+# ------------------------------------------------------ two real endpoints over loopback sockets
+
+A_ADDR, B_ADDR = "127.0.0.1", "127.0.0.2"
+
+
+def _loopback_configs(*, force_encapsulation: bool = False):
+    def one(local, remote):
+        return tool.StaticConfig.build(psk=b"loopback-psk", ike=["aes128-sha1-modp2048"], esp=["aes128-sha1"],
+                                       local_ts=[f"{local}/32"], remote_ts=[f"{remote}/32"], mode="tunnel",
+                                       force_encapsulation=force_encapsulation)
+
+    return one(A_ADDR, B_ADDR), one(B_ADDR, A_ADDR)
+
+
+async def _real_pair(*, force_encapsulation: bool = False, esp_a=None, esp_b=None):
+    """Services at 127.0.0.1 and 127.0.0.2 on ephemeral IKE ports and one shared NAT-T port."""
+    pytest.importorskip("ikeproto.endpoint")
+    conf_a, conf_b = _loopback_configs(force_encapsulation=force_encapsulation)
+    for _ in range(20):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind((A_ADDR, 0))
+        natt = probe.getsockname()[1]
+        probe.close()
+        try:
+            a = await create_endpoint(conf_a, A_ADDR, ike_port=0, natt_port=natt, esp_handler=esp_a)
+        except OSError:
+            continue
+        try:
+            b = await create_endpoint(conf_b, B_ADDR, ike_port=0, natt_port=natt, esp_handler=esp_b)
+        except OSError:
+            a.close()
+            continue
+        return conf_a, a, b
+    pytest.fail("no NAT-T port free on both 127.0.0.1 and 127.0.0.2")
+
+
+async def _next(svc: IkeService, kind, timeout: float = 10.0):
+    while True:
+        event = await asyncio.wait_for(svc.next_event(), timeout)
+        if isinstance(event, kind):
+            return event
+
+
+def test_two_services_negotiate_and_delete_over_loopback(run):
+    """Main Mode + Quick Mode between two services over UDP: both report the SA pair with crossed
+    SPIs; a Delete from either side reaches the other (RFC 2408 §3.15)."""
+
+    async def main():
+        conf_a, a, b = await _real_pair()
+        try:
+            peer_b = (B_ADDR, b.ike_port)
+            phase2 = conf_a.phase2(TrafficSelector.host(A_ADDR), TrafficSelector.host(B_ADDR))
+            mine = await asyncio.wait_for(a.initiate(peer_b, phase2), 10)
+            assert isinstance(mine, Phase2Established), mine
+            theirs = await _next(b, Phase2Established)
+            assert mine.is_initiator and not theirs.is_initiator and theirs.request_id is None
+            assert mine.cookies == theirs.cookies
+            (sa_a,), (sa_b,) = mine.sas, theirs.sas
+            assert (sa_a.spi_in, sa_a.spi_out) == (sa_b.spi_out, sa_b.spi_in)
+            assert sa_a.enc_key_in == sa_b.enc_key_out and sa_a.auth_key_out == sa_b.auth_key_in
+            assert mine.encapsulation == theirs.encapsulation == "none"  # no NAT on loopback
+            assert (mine.local_port, mine.peer_port) == (a.ike_port, b.ike_port)
+            # a second Quick Mode reuses the ISAKMP SA
+            again = await asyncio.wait_for(a.initiate(peer_b, phase2), 10)
+            assert isinstance(again, Phase2Established) and again.cookies == mine.cookies
+            assert again.sas[0].spi_in != sa_a.spi_in
+            a.delete_phase2(peer_b, sa_a.spi_in)
+            gone = await _next(b, Phase2Deleted)
+            assert gone.by_peer and gone.spis == (sa_b.spi_in,)
+            b.delete_phase1((A_ADDR, a.ike_port))
+            p1 = await _next(a, Phase1Deleted)
+            assert p1.by_peer and p1.cookies == mine.cookies
+        finally:
+            a.close()
+            b.close()
+
+    run(main())
+
+
+def test_forced_encapsulation_floats_to_natt_and_carries_esp(run):
+    """With a faked NAT both sides float to the NAT-T port (RFC 3947 §4) and agree on ESP in UDP;
+    ESP sent with send_esp reaches the peer's esp_handler and opens with the SAs from the events."""
+    from tests.interop.esp_echo import sas_from_phase2
+
+    async def main():
+        got: asyncio.Queue = asyncio.Queue()
+        conf_a, a, b = await _real_pair(force_encapsulation=True, esp_b=lambda d, addr: got.put_nowait((d, addr)))
+        try:
+            phase2 = conf_a.phase2(TrafficSelector.host(A_ADDR), TrafficSelector.host(B_ADDR))
+            mine = await asyncio.wait_for(a.initiate((B_ADDR, b.ike_port), phase2), 10)
+            assert isinstance(mine, Phase2Established), mine
+            theirs = await _next(b, Phase2Established)
+            for ev, svc in ((mine, a), (theirs, b)):
+                assert ev.encapsulation == "udp" and ev.local_port == ev.peer_port == svc.natt_port
+            [(_, out_a)] = sas_from_phase2(mine, local=A_ADDR, peer=B_ADDR)
+            [(in_b, _)] = sas_from_phase2(theirs, local=B_ADDR, peer=A_ADDR)
+            inner = bytes.fromhex("4500001c000100004001f7c87f0000017f000002") + bytes(8)
+            a.send_esp(out_a.protect_payload(inner, 4), (B_ADDR, b.natt_port))
+            data, addr = await asyncio.wait_for(got.get(), 5)
+            assert addr == (A_ADDR, a.natt_port)
+            assert in_b.unprotect_payload(data) == (4, inner)
+        finally:
+            a.close()
+            b.close()
+
+    run(main())
+
+
+def test_tool_initiates_to_tool_over_loopback(tmp_path):
+    """``python -m ikeproto respond`` and ``initiate`` agree on a Quick Mode: crossed SPIs in their
+    JSON events, no key in the output, both exit 0 after deleting."""
+    pytest.importorskip("ikeproto.endpoint")
+    import json
+    import subprocess
+    import sys
+
+    psk = tmp_path / "psk"
+    psk.write_text("tool-psk\n")
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind((B_ADDR, 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    common = ["--psk-file", str(psk), "--ike-port", str(port), "--natt-port", str(port + 1 if port < 65535 else 1025),
+              "--loop", "asyncio"]
+    py = [sys.executable, "-m", "ikeproto"]
+    responder = subprocess.Popen([*py, "respond", "--local", B_ADDR, "--count", "1", *common],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(responder.stdout.readline())["event"] == "Listening"
+        init = subprocess.run([*py, "initiate", "--local", A_ADDR, "--peer", f"{B_ADDR}:{port}", "--hold", "0", *common],
+                              capture_output=True, text=True, timeout=30)
+        out, err = responder.communicate(timeout=30)
+    finally:
+        if responder.poll() is None:
+            responder.kill()
+            responder.wait()
+    assert init.returncode == 0 and responder.returncode == 0, init.stderr + err
+    mine = [json.loads(line) for line in init.stdout.splitlines()]
+    theirs = [json.loads(line) for line in out.splitlines()]
+    [m] = [e for e in mine if e["event"] == "Phase2Established"]
+    [t] = [e for e in theirs if e["event"] == "Phase2Established"]
+    assert (m["sas"][0]["spi_in"], m["sas"][0]["spi_out"]) == (t["sas"][0]["spi_out"], t["sas"][0]["spi_in"])
+    assert "enc_key_in" not in init.stdout + out
