@@ -331,8 +331,11 @@ async def _run(command: str, s: dict[str, Any]) -> int:
         else:
             await stop.wait()
         if delete:
+            while not service.events.empty():  # what the peer deleted meanwhile
+                state.track(service.events.get_nowait())
             for who, spi in list(state.phase2):
-                service.delete_phase2(who, spi)
+                with contextlib.suppress(UsageError):  # gone since (expired, or deleted by the peer)
+                    service.delete_phase2(who, spi)
             for who in list(state.phase1):
                 service.delete_phase1(who)
             await asyncio.sleep(0.2)  # the Deletes leave at once; give their events a moment
