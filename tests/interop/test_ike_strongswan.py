@@ -181,6 +181,10 @@ async def _scenario(netns_pair, charon: Charon, suite_name: str, *, we_initiate:
             found = await _charon(charon, charon.wait_for, lambda sas, n=name: _charon_child(sas, n),
                                   timeout=STEP_S, what=f"CHILD_SA {name} INSTALLED")
             _assert_same_sa(ev, *found, suite, we_initiated=we_initiate)
+            ike, child = found
+            print(f"{suite_name} {'we' if we_initiate else 'charon'} initiated {name}: cookies "
+                  f"{ike.initiator_spi:016x}/{ike.responder_spi:016x}; ours in/out {ev.sas[0].spi_in:08x}/"
+                  f"{ev.sas[0].spi_out:08x}, charon in/out {child.spi_in:08x}/{child.spi_out:08x}")
         p1 = [e for e in side.events if isinstance(e, Phase1Established)]
         assert len(p1) == 1 and p1[0].nat_detected and p1[0].is_initiator is we_initiate
         assert len(await _charon(charon, charon.list_sas)) == 1  # one Main Mode, two Quick Modes
