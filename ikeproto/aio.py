@@ -65,8 +65,9 @@ class IkeService:
     """An ``IkeEndpoint`` on the event loop: made by ``create_endpoint``, ended by ``close``.
 
     ``endpoint`` is the sans-I/O core (read its ``stats``, ``ike_sas()``); ``stats`` counts what
-    the adapter itself dropped or passed on. Events are queued in ``events`` (``next_event()``
-    awaits the next one); ``initiate`` also returns a future for its outcome.
+    the adapter itself dropped or passed on. Every event is queued in ``events`` (``next_event()``
+    awaits the next one; an application that only uses the futures should still drain it);
+    ``initiate`` also returns a future for its outcome.
     """
 
     def __init__(
