@@ -99,6 +99,8 @@ class ChildRecord:
     spi_in: int
     spi_out: int
     message_id: int
+    cookies: tuple[bytes, bytes] = (b"", b"")  # the ISAKMP SA that negotiated it
+    expires_at: float | None = None  # its negotiated time lifetime, when it had one
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +124,7 @@ class IkeSaInfo:
     local_id: Identity | None
     peer_id: Identity | None
     quick_modes_in_progress: int
+    expired: bool = False  # past its lifetime, kept until its IPsec SAs end
 
 
 @dataclass(slots=True, kw_only=True)
@@ -178,6 +181,9 @@ class IkeSa:
         self.peer_answered = False
         self.last_failure: Failure | None = None
         self.keepalive_at: float | None = None
+        # Past its lifetime but kept while IPsec SAs it negotiated live (MS-IKEE §3.8.4.1; strongSwan
+        # drops its CHILD_SAs with the IKE SA a Delete names): no new Quick Mode starts on it.
+        self.expired = False
         self.scheduled_at: float | None = None  # the endpoint's timer entry for this SA
 
     def __repr__(self) -> str:
@@ -232,7 +238,7 @@ class IkeSa:
             expires_at=self.expires_at, cipher=c.cipher_name if c else None, key_bits=c.key_bits if c else None,
             hash=c.hash_name if c else None, dh_group=c.dh_group if c else None, auth=c.auth if c else None,
             nat_detected=self.udp_encapsulation, local_id=self.local_id, peer_id=self.peer_id,
-            quick_modes_in_progress=len(self.quick_modes),
+            quick_modes_in_progress=len(self.quick_modes), expired=self.expired,
         )
 
     def note_failure(self, reason: str, notify: int | None, failure_point: str) -> None:
@@ -249,10 +255,20 @@ class IkeSa:
         chain of ``message_id`` to its last cipher block (RFC 2409 Appendix B)."""
         if self.keys is None or self.ivs is None:
             raise UsageError("no keys yet")
+        block = self.keys.cipher.block_size
+        if len(body) % block == 0:
+            # RFC 2409 Appendix B pads "up to the nearest block size" with zeros; like strongSwan we
+            # always pad (1..block octets), so a receiver can refuse anything longer: blocks an
+            # attacker appends would otherwise decrypt to ignored padding and derail the IV chain.
+            body += bytes(block)
         ciphertext, last = self.keys.encrypt(self.ivs.iv(message_id), body)
         self.ivs.advance(message_id, last)
         head = self.header(exchange, message_id, encrypted=True, first=first)
         return serialize_header(head, len(ciphertext)) + ciphertext
+
+    @property
+    def block_size(self) -> int:
+        return self.keys.cipher.block_size if self.keys is not None else 0
 
     def unprotect(self, msg: Message) -> tuple[bytes, bytes]:
         """(plaintext with pad, last cipher block) of an encrypted message. Changes nothing."""

@@ -94,6 +94,9 @@ class Env(Protocol):
     def take_child(self, peer_ip: str, protocol: str, spi_out: int) -> int | None:
         """Forget the pair whose outbound SPI is ``spi_out``; its inbound SPI, or None."""
 
+    def authenticated(self, sa: Any, inb: Inbound) -> None:
+        """``inb`` passed its HASH: the SA may follow the peer's address and port (NAT-T)."""
+
     def abort_phase1(self, sa: Any, now: float) -> None:
         """Give up Main Mode on ``sa`` now (the peer refused it in an authenticated notify)."""
 

@@ -72,6 +72,7 @@ def process_protected(sa: IkeSa, env: Env, inb: Inbound) -> None:
     rest = inb.plaintext[hash_len:inb.chain_end]
     if not hmac.compare_digest(inb.payloads[0].data, sa.keys.informational_hash(mid, rest)):  # type: ignore[attr-defined]
         raise ProtocolError("Informational HASH(1) does not verify", notify=NotifyType.INVALID_HASH_INFORMATION)
+    env.authenticated(sa, inb)
     sa.informational_seen[mid] = None
     while len(sa.informational_seen) > _SEEN_KEEP:
         sa.informational_seen.popitem(last=False)

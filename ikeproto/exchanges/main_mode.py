@@ -146,6 +146,7 @@ class MainMode:
 
     def _message(self, payloads: list) -> bytes:
         sa = self.sa
+        self.env.trace.message("sent", payloads, exchange="main mode", cookies=sa.cookie_text, peer=sa.peer_ip)
         return serialize_message(Message(initiator_cookie=sa.cky_i, responder_cookie=sa.cky_r, exchange_type=MM,
                                          payloads=tuple(payloads)))
 
@@ -285,11 +286,14 @@ class MainMode:
         self._trace_keys(keys, g_xy)
         self._float(nat)
         sa.local_id = sa.config.local_id or address_identity(self.env.local_address)
-        payloads = self._auth_payloads(idx_payload := identity_payload(sa.local_id), initiator=True)
+        idx_payload = identity_payload(sa.local_id)
+        payloads = self._auth_payloads(idx_payload, initiator=True)
         if sa.config.initial_contact and self.env.is_first_contact(sa):
             # RFC 2407 §4.6.3.3: tell the peer to drop the state it still has for us.
             payloads.append(NotifyPayload(notify_type=NotifyType.INITIAL_CONTACT, protocol_id=ProtocolId.ISAKMP,
                                           spi=sa.cky_i + sa.cky_r))
+        self.env.trace.message("sent", [idx_payload, *payloads], exchange="main mode 5", cookies=sa.cookie_text,
+                               peer=sa.peer_ip, port=sa.local_port)
         body = serialize_payloads([idx_payload, *payloads])
         raw = sa.protect(MM, 0, PayloadType.ID, body)
         self._set_step(Step.AUTH_SENT)
@@ -365,6 +369,7 @@ class MainMode:
         assert sa.ivs is not None and inb.last_block is not None
         id_p = self._verify_peer(inb, initiator=True)
         sa.ivs.advance(0, inb.last_block)
+        self.env.authenticated(sa, inb)
         self.last_in, self.last_out = inb.raw, ()
         self._established(inb, id_p)
 
@@ -423,9 +428,10 @@ class MainMode:
         payloads = self._auth_payloads(own_id, initiator=False)
         # commit: the IV chain moves past message 5, the SA answers from where message 5 arrived
         sa.ivs.advance(0, inb.last_block)
-        if inb.local_port == self.env.natt_port:
-            sa.local_port = inb.local_port
         sa.peer_port = inb.addr[1]
+        self.env.authenticated(sa, inb)
+        self.env.trace.message("sent", [own_id, *payloads], exchange="main mode 6", cookies=sa.cookie_text,
+                               peer=sa.peer_ip, port=sa.local_port)
         raw = sa.protect(MM, 0, PayloadType.ID, serialize_payloads([own_id, *payloads]))
         self.last_in = inb.raw
         self.env.send(sa, (raw,))

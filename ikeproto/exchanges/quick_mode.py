@@ -127,6 +127,8 @@ class QuickMode:
         return spi in self.spis.values() or spi in self.peer_spis
 
     def _protect(self, payloads: list, hash_value_fn) -> bytes:
+        self.env.trace.message("sent", payloads, exchange="quick mode", message_id=f"{self.message_id:08x}",
+                               peer=self.sa.peer_ip)
         rest = serialize_payloads(payloads)
         h = hash_value_fn(rest)
         body = serialize_payload(HashPayload(data=h), payloads[0].payload_type) + rest
@@ -239,6 +241,7 @@ class QuickMode:
         self._verify(inb, sa.keys.qm_hash2(self.message_id, self.ni, self._rest(inb)), "HASH(2)")
         # authenticated from here on: the IV chain moves, and a refusal ends the exchange
         sa.ivs.advance(self.message_id, inb.last_block)
+        self.env.authenticated(sa, inb)
         self.last_in = inb.raw
         self.peer_spis = {p.spi for p in inb.find(SaPayload).proposals}
         try:
@@ -287,6 +290,7 @@ class QuickMode:
         self.ni = _nonce_data(inb)
         self._verify(inb, sa.keys.qm_hash1(self.message_id, self._rest(inb)), "HASH(1)")
         sa.ivs.advance(self.message_id, inb.last_block)
+        self.env.authenticated(sa, inb)
         self.last_in = inb.raw
         offered = inb.find(SaPayload).proposals
         self.peer_spis = {p.spi for p in offered}
@@ -349,6 +353,7 @@ class QuickMode:
         sa = self.sa
         assert sa.keys is not None
         self._verify(inb, sa.keys.qm_hash3(self.message_id, self.ni, self.nr), "HASH(3)")
+        self.env.authenticated(sa, inb)
         sa.remember(self.message_id, inb.raw, ())
         self._finish(inb.now)
 
@@ -371,8 +376,10 @@ class QuickMode:
                 integrity=c.integrity.name if c.integrity else None, enc_key_in=k_in[:enc_n], auth_key_in=k_in[enc_n:],
                 enc_key_out=k_out[:enc_n], auth_key_out=k_out[enc_n:],
             ))
-            self.env.add_child(sa, ChildRecord(protocol=c.protocol, spi_in=int.from_bytes(spi_in, "big"),
-                                               spi_out=int.from_bytes(spi_out, "big"), message_id=self.message_id))
+            self.env.add_child(sa, ChildRecord(
+                protocol=c.protocol, spi_in=int.from_bytes(spi_in, "big"), spi_out=int.from_bytes(spi_out, "big"),
+                message_id=self.message_id, cookies=sa.cookies,
+                expires_at=now + choice.lifetime_s if choice.lifetime_s is not None else None))
             self.env.trace.secret(f"KEYMAT {c.protocol} in", k_in, spi=spi_in.hex())
             self.env.trace.secret(f"KEYMAT {c.protocol} out", k_out, spi=spi_out.hex())
         self._set_step(Step.DONE)

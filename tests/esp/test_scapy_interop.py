@@ -44,6 +44,9 @@ SCAPY_AUTH = {"hmac-md5-96": "HMAC-MD5-96", "hmac-sha1-96": "HMAC-SHA1-96",
 # Upper layers that scapy dissects and rebuilds byte for byte (its GRE, ICMP... layers add
 # default fields to random bytes, which says nothing about ESP).
 SCAPY_EXACT = (6, 17, 253)
+# Over IPv6, scapy's decrypt mangles next header 253 (it appends a spurious header after a short
+# or empty upper layer, or fails to unpack it): a scapy defect, so the oracle sticks to TCP/UDP.
+SCAPY_EXACT_V6 = (6, 17)
 
 ESP_CASES = [
     ("null", 0, "hmac-sha1-96"), ("des-cbc", 64, "hmac-md5-96"), ("3des-cbc", 192, "hmac-sha1-96"),
@@ -209,7 +212,7 @@ def test_nat_t_against_scapy():
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(packet=st.one_of(ipv4_packets(max_payload=200, protocols=SCAPY_EXACT),
-                        ipv6_packets(max_payload=200, protocols=SCAPY_EXACT)),
+                        ipv6_packets(max_payload=200, protocols=SCAPY_EXACT_V6)),
        case=st.sampled_from(ESP_CASES), mode=st.sampled_from(["transport", "tunnel"]),
        seq=st.integers(1, 0xFFFFFFFF))
 def test_random_packets_byte_exact_with_scapy(packet, case, mode, seq):
@@ -225,3 +228,18 @@ def test_random_packets_byte_exact_with_scapy(packet, case, mode, seq):
     assert bytes(_quiet(scapy_sa.encrypt, _layer(outer)(packet), iv=iv, seq_num=seq)) == ours
     # scapy rebuilds what it decrypts (e.g. it re-pads IPv6 options): compare like with like.
     assert bytes(_quiet(scapy_sa.decrypt, _layer(outer)(ours))) == bytes(_layer(outer)(packet))
+
+
+def test_ah_esn_against_scapy():
+    """AH with ESN: the high half of the sequence number is appended for the ICV only
+    (RFC 4302 §2.5.1), exactly as scapy does; our receiver infers it."""
+    key = os.urandom(20)
+    seq = (7 << 32) | 0x10
+    kwargs = dict(protocol="ah", spi=0x4343, integrity="hmac-sha1-96", integrity_key=key,
+                  esn=True, initial_sequence=seq)
+    packet = _ah_packet(4)
+    scapy_sa = _quiet(ScapySA, AH, spi=0x4343, auth_algo="HMAC-SHA1-96", auth_key=key,
+                      esn_en=True, esn=7)
+    ours = SecurityAssociation(**kwargs).protect(packet)
+    assert ours == bytes(_quiet(scapy_sa.encrypt, IP(packet), seq_num=0x10))
+    assert SecurityAssociation(**kwargs).unprotect(ours) == packet

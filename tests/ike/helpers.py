@@ -15,7 +15,6 @@ from espcore import udp_encap
 from espcore.ip import set_ipv4_checksum
 from ikeproto.child_sa import espcore_sas
 from ikeproto.config import (
-    Identity,
     IpsecTransform,
     Phase1Config,
     Phase1Proposal,
@@ -313,7 +312,7 @@ def rsa_phase1(me: RsaIdentity, peer: RsaIdentity | None, *proposals: Phase1Prop
 
 def sa_of(ep: IkeEndpoint, cookies: tuple[bytes, bytes]):
     """The endpoint's IkeSa with these cookies (tests look inside)."""
-    return ep._sas.get(cookies) or ep._initiating.get(cookies[0])  # noqa: SLF001
+    return ep.table.find(*cookies) or ep.table.initiating(cookies[0])
 
 
 def reencrypt(receiver: IkeEndpoint, data: bytes, mutate: Callable[[list], list]) -> bytes:

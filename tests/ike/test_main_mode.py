@@ -149,19 +149,55 @@ def test_responder_picks_its_most_preferred_offered_transform(clock) -> None:
 
 
 def test_phase1_lifetime_is_the_shorter_and_expiry_deletes_both_sides(clock) -> None:
-    """The responder keeps the offered transform but lives min(offered, its own): when it
-    expires it sends a Delete, so the shorter lifetime ends the SA on both sides."""
+    """Without IPsec SAs, the responder lives min(offered, its own) and at expiry sends a Delete,
+    so the shorter lifetime ends the ISAKMP SA on both sides."""
     from ikeproto.events import Phase1Deleted
 
     a, b, ev_a, ev_b = negotiate(clock, phase1(p1(lifetime_s=600)), phase1(p1(lifetime_s=300)),
                                  mode="tunnel", nat=False)
     assert (ev_a[0].lifetime_s, ev_b[0].lifetime_s) == (600, 300)
-    run_timers(a, b, clock, clock.now + 299)
+    a.delete_phase2((B_ADDR, 500), ev_a[1].sas[0].spi_in, now=clock.now)
+    transfer(a, b, clock.now)
+    events(a), events(b)
+    run_timers(a, b, clock, clock.now + 298)
     assert events(a) == events(b) == [] and a.ike_sa(B_ADDR) is not None
     run_timers(a, b, clock, clock.now + 2)
     (da,), (db,) = events(a), events(b)
     assert isinstance(da, Phase1Deleted) and isinstance(db, Phase1Deleted)
     assert (da.reason, da.by_peer, db.reason, db.by_peer) == ("deleted by peer", True, "expired", False)
+    assert a.ike_sa(B_ADDR) is None and b.ike_sa(A_ADDR) is None
+
+
+def test_expired_isakmp_sa_is_kept_until_its_ipsec_sas_are_gone(clock) -> None:
+    """Interop finding ikeio-1: at the lifetime the ISAKMP SA stops serving new requests (a new
+    Main Mode runs, without INITIAL-CONTACT) but is deleted only once the IPsec SAs it negotiated
+    are (MS-IKEE §3.8.4.1): a Delete(ISAKMP) earlier makes strongSwan drop its CHILD_SAs."""
+    from ikeproto.events import Phase1Deleted
+
+    a, b, ev_a, ev_b = negotiate(clock, phase1(p1(lifetime_s=60)), phase1(p1(lifetime_s=60)),
+                                 mode="tunnel", nat=False)
+    run_timers(a, b, clock, clock.now + 61)
+    assert events(a) == events(b) == []
+    assert a.ike_sa(B_ADDR).expired and b.ike_sa(A_ADDR).expired
+    cfg = phase2("10.1.0.0/24", "10.2.0.0/24")
+    a.initiate((B_ADDR, 500), cfg, clock.now)
+    transfer(a, b, clock.now)
+    new_a = events(a)
+    assert [type(e) for e in new_a] == [Phase1Established, Phase2Established]
+    assert new_a[0].cookies != ev_a[0].cookies and len(a.ike_sas()) == 2
+    events(b)
+    a.delete_phase2((B_ADDR, 500), ev_a[1].sas[0].spi_in, now=clock.now)
+    transfer(a, b, clock.now)
+    gone_a = [e for e in events(a) if isinstance(e, Phase1Deleted)]
+    gone_b = [e for e in events(b) if isinstance(e, Phase1Deleted)]
+    assert [(e.cookies, e.reason) for e in gone_a] == [(ev_a[0].cookies, "expired")]
+    assert [e.cookies for e in gone_b] == [ev_a[0].cookies]  # b drains too (or hears a's Delete)
+    assert len(a.ike_sas()) == len(b.ike_sas()) == 1
+    # With IPsec SAs that are never deleted, it goes when their lifetime (3600 s) ends.
+    start = new_a[0].at
+    run_timers(a, b, clock, start + 3599)
+    assert a.ike_sa(B_ADDR).cookies == new_a[0].cookies and a.ike_sa(B_ADDR).expired
+    run_timers(a, b, clock, start + 3601)
     assert a.ike_sa(B_ADDR) is None and b.ike_sa(A_ADDR) is None
 
 
