@@ -13,9 +13,8 @@ and each Main Mode suite (3DES/SHA-1/MODP1024 and AES-128/SHA-1/MODP2048, PSK, R
 - a Delete (RFC 2408 §3.15) from us removes the SA at charon and one from charon removes it here;
   finally the ISAKMP SA goes too.
 
-Then lifetimes: our ISAKMP SA expiring under a live tunnel, and charon re-authenticating (two
-strict xfails pin the open interop findings ikeio-2 and ikeio-3 of
-/work/briefs/ike-interop-findings.md; they start failing, as XPASS, once the endpoint is fixed).
+Then lifetimes: our ISAKMP SA expiring under a live tunnel, and charon re-authenticating. Two
+strict xfails pin open interop problems (their reasons say which); they fail as XPASS once fixed.
 """
 
 from __future__ import annotations
