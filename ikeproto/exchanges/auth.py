@@ -24,12 +24,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ikeproto.config import Phase1Config
+from ikeproto.config import Phase1Config, Phase1Proposal
 from ikeproto.enums import CertEncoding, NotifyType
 from ikeproto.errors import ProtocolError, UsageError
-from ikeproto.payloads import CertPayload
+from ikeproto.payloads import CertPayload, HashPayload, Payload, SigPayload
 
-__all__ = ["certificate_der", "check_rsa_config", "rsa_sign", "rsa_verify", "trusted_peer_key"]
+__all__ = ["auth_payloads", "certificate_der", "rsa_sign", "rsa_verify", "trusted_peer_key",
+           "usable_proposals", "verify_peer"]
 
 
 def certificate_der(cert: object) -> bytes:
@@ -45,14 +46,6 @@ def _load(cert: object) -> x509.Certificate:
     if isinstance(cert, x509.Certificate):
         return cert
     return x509.load_der_x509_certificate(certificate_der(cert))
-
-
-def check_rsa_config(config: Phase1Config) -> None:
-    """Local misuse: rsa-sig needs our private key and some way to trust the peer."""
-    if not isinstance(config.private_key, rsa.RSAPrivateKey):
-        raise UsageError("rsa-sig authentication needs Phase1Config.private_key (an RSA private key)")
-    if config.peer_public_key is None and not config.trusted_certificates:
-        raise UsageError("rsa-sig authentication needs peer_public_key or trusted_certificates")
 
 
 def rsa_sign(private_key: rsa.RSAPrivateKey, data: bytes) -> bytes:
@@ -111,3 +104,38 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def auth_payloads(config: Phase1Config, auth: str, value: bytes) -> list[Payload]:
+    """Our proof in message 5/6: HASH (pre-shared key), or [CERT,] SIG over the hash (RFC 2409 §5.1)."""
+    if auth == "psk":
+        return [HashPayload(data=value)]
+    out: list[Payload] = []
+    if config.certificate is not None:
+        out.append(CertPayload(encoding=CertEncoding.X509_SIGNATURE, data=certificate_der(config.certificate)))
+    out.append(SigPayload(data=rsa_sign(config.private_key, value)))  # type: ignore[arg-type]
+    return out
+
+
+def verify_peer(config: Phase1Config, auth: str, expected: bytes, hash_p: HashPayload | None, sig_p: SigPayload | None,
+                certs: Sequence[CertPayload], *, name: str) -> None:
+    """Check the peer's HASH (compared in constant time) or its signature over ``expected``."""
+    if auth == "psk":
+        if hash_p is None or sig_p is not None:
+            raise ProtocolError("pre-shared-key authentication needs a HASH payload", notify=NotifyType.PAYLOAD_MALFORMED)
+        if not hmac.compare_digest(hash_p.data, expected):
+            raise ProtocolError(f"{name} does not verify", notify=NotifyType.INVALID_HASH_INFORMATION)
+        return
+    if sig_p is None:
+        raise ProtocolError("signature authentication needs a SIG payload", notify=NotifyType.PAYLOAD_MALFORMED)
+    key = trusted_peer_key(config, certs)
+    if not rsa_verify(key, expected, sig_p.data):
+        raise ProtocolError(f"SIG over {name} does not verify", notify=NotifyType.INVALID_SIGNATURE)
+
+
+def usable_proposals(config: Phase1Config) -> tuple[Phase1Proposal, ...]:
+    """The proposals whose authentication is configured: a PSK for psk, our RSA key and a way to
+    trust the peer's for rsa-sig (others, like gssapi, are not offered or accepted)."""
+    rsa_ready = isinstance(config.private_key, rsa.RSAPrivateKey) and (
+        config.peer_public_key is not None or bool(config.trusted_certificates))
+    return tuple(p for p in config.proposals if (p.auth == "psk" and config.psk) or (p.auth == "rsa-sig" and rsa_ready))

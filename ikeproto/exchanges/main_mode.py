@@ -25,15 +25,13 @@ duplicate of the message they answer.
 from __future__ import annotations
 
 import enum
-import hmac
 
 from ikeproto import dh
-from ikeproto.config import Phase1Config, Phase1Proposal
 from ikeproto.enums import CertEncoding, ExchangeType, NotifyType, PayloadType, ProtocolId
 from ikeproto.errors import ProtocolError, UsageError
 from ikeproto.events import Phase1Established
 from ikeproto.exchanges import MessageKind
-from ikeproto.exchanges.auth import certificate_der, rsa_sign, rsa_verify, trusted_peer_key
+from ikeproto.exchanges.auth import auth_payloads, usable_proposals, verify_peer
 from ikeproto.exchanges.common import Env, Inbound, address_identity, identity_matches, identity_of, identity_payload
 from ikeproto.ike_sa import Flight, IkeSa
 from ikeproto.keymat import Phase1Keys
@@ -57,6 +55,7 @@ __all__ = ["MainMode", "Step", "TRANSITIONS"]
 
 NONCE_LENGTH = 32
 MAX_MM2_REPLAYS = 2
+MAX_EXCHANGES = 256  # Quick Mode / Informational IV chains kept per IKE SA (many requests at once)
 MM = ExchangeType.IDENTITY_PROTECTION
 
 
@@ -89,16 +88,6 @@ EXPECTS: dict[Step, MessageKind] = {
     Step.KE_ANSWERED: MessageKind.MM5,
     Step.AUTH_SENT: MessageKind.MM6,
 }
-
-
-def usable_proposals(config: Phase1Config) -> tuple[Phase1Proposal, ...]:
-    """The proposals whose authentication is configured: a PSK for psk, our key for rsa-sig."""
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    rsa_ready = isinstance(config.private_key, rsa.RSAPrivateKey) and (
-        config.peer_public_key is not None or bool(config.trusted_certificates)
-    )
-    return tuple(p for p in config.proposals if (p.auth == "psk" and config.psk) or (p.auth == "rsa-sig" and rsa_ready))
 
 
 class MainMode:
@@ -236,6 +225,9 @@ class MainMode:
         if not 8 <= len(nonce.data) <= 256:  # RFC 2409 §5: nonces are 8 to 256 octets
             raise ProtocolError(f"nonce of {len(nonce.data)} octets", notify=NotifyType.PAYLOAD_MALFORMED)
         dh.group(sa.choice.dh_group).check_public(ke.data)
+        if ke.data == self.g_xi or nonce.data == self.ni:
+            # Our own message 3 sent back as message 4 (a reflection): the same shape, our values.
+            raise ProtocolError("our own KE value or nonce came back", notify=NotifyType.INVALID_KEY_INFORMATION)
         nat = None
         if sa.natt is not None:
             hashes = [p.data for p in inb.of_type(sa.natt.natd_type)]
@@ -278,7 +270,7 @@ class MainMode:
         g_xr, nr, nat = self._key_exchange(inb)
         g_xy = self._dh.compute(g_xr)
         keys = self._keys(g_xy, self.ni, nr)
-        ivs = keys.iv_manager(g_xi=self.g_xi, g_xr=g_xr)
+        ivs = keys.iv_manager(g_xi=self.g_xi, g_xr=g_xr, max_exchanges=MAX_EXCHANGES)
         # commit, then build message 5 with the new keys
         sa.keys, sa.ivs, sa.nat = keys, ivs, nat
         self.nr, self.g_xr, self._dh = nr, g_xr, None
@@ -299,42 +291,26 @@ class MainMode:
         self._set_step(Step.AUTH_SENT)
         self._send((raw,), inb.now, retransmit=True)
 
-    def _auth_payloads(self, id_payload: IdPayload, *, initiator: bool) -> list:
-        """[CERT,] HASH or SIG for our side (RFC 2409 §5: HASH_I/HASH_R, §5.1 signatures)."""
+    def _hash(self, id_payload: IdPayload, *, initiator: bool) -> bytes:
+        """HASH_I (``initiator``) or HASH_R over ``id_payload`` (RFC 2409 §5)."""
         sa = self.sa
-        assert sa.keys is not None and sa.choice is not None
+        assert sa.keys is not None
         id_b = serialize_payload_body(id_payload)
         common = {"g_xi": self.g_xi, "g_xr": self.g_xr, "cky_i": sa.cky_i, "cky_r": sa.cky_r, "sai_b": self.sai_b}
-        value = sa.keys.hash_i(idii_b=id_b, **common) if initiator else sa.keys.hash_r(idir_b=id_b, **common)
-        if sa.choice.auth == "psk":
-            return [HashPayload(data=value)]
-        out: list = []
-        if sa.config.certificate is not None:
-            out.append(CertPayload(encoding=CertEncoding.X509_SIGNATURE, data=certificate_der(sa.config.certificate)))
-        out.append(SigPayload(data=rsa_sign(sa.config.private_key, value)))  # type: ignore[arg-type]
-        return out
+        return sa.keys.hash_i(idii_b=id_b, **common) if initiator else sa.keys.hash_r(idir_b=id_b, **common)
+
+    def _auth_payloads(self, id_payload: IdPayload, *, initiator: bool) -> list:
+        """[CERT,] HASH or SIG for our side."""
+        assert self.sa.choice is not None
+        return auth_payloads(self.sa.config, self.sa.choice.auth, self._hash(id_payload, initiator=initiator))
 
     def _verify_peer(self, inb: Inbound, *, initiator: bool) -> IdPayload:
-        """Check the peer's identity and its HASH_I/HASH_R or signature; the ID payload on success."""
+        """Check the peer's HASH_I/HASH_R or signature, then its identity; its ID payload."""
         sa = self.sa
-        assert sa.keys is not None and sa.choice is not None
+        assert sa.choice is not None
         id_p: IdPayload = inb.find(IdPayload)
-        hash_p, sig_p = inb.find(HashPayload), inb.find(SigPayload)
-        id_b = serialize_payload_body(id_p)
-        common = {"g_xi": self.g_xi, "g_xr": self.g_xr, "cky_i": sa.cky_i, "cky_r": sa.cky_r, "sai_b": self.sai_b}
-        expected = sa.keys.hash_r(idir_b=id_b, **common) if initiator else sa.keys.hash_i(idii_b=id_b, **common)
-        name = "HASH_R" if initiator else "HASH_I"
-        if sa.choice.auth == "psk":
-            if hash_p is None or sig_p is not None:
-                raise ProtocolError("pre-shared-key authentication needs a HASH payload", notify=NotifyType.PAYLOAD_MALFORMED)
-            if not hmac.compare_digest(hash_p.data, expected):
-                raise ProtocolError(f"{name} does not verify", notify=NotifyType.INVALID_HASH_INFORMATION)
-        else:
-            if sig_p is None:
-                raise ProtocolError("signature authentication needs a SIG payload", notify=NotifyType.PAYLOAD_MALFORMED)
-            key = trusted_peer_key(sa.config, inb.find_all(CertPayload))
-            if not rsa_verify(key, expected, sig_p.data):
-                raise ProtocolError(f"SIG over {name} does not verify", notify=NotifyType.INVALID_SIGNATURE)
+        verify_peer(sa.config, sa.choice.auth, self._hash(id_p, initiator=not initiator), inb.find(HashPayload),
+                    inb.find(SigPayload), inb.find_all(CertPayload), name="HASH_R" if initiator else "HASH_I")
         got = identity_of(id_p)
         wanted = sa.config.peer_id
         if wanted is not None:
@@ -411,7 +387,8 @@ class MainMode:
                                       local=(self.env.local_address, inb.local_port), variant=sa.natt,
                                       fake=cfg.force_encapsulation, rng=self.env.rng)
         # commit
-        sa.keys, sa.ivs, sa.nat, sa.peer_answered = keys, keys.iv_manager(g_xi=g_xi, g_xr=private.public_value), nat, True
+        sa.keys, sa.nat, sa.peer_answered = keys, nat, True
+        sa.ivs = keys.iv_manager(g_xi=g_xi, g_xr=private.public_value, max_exchanges=MAX_EXCHANGES)
         self.g_xi, self.g_xr, self.ni, self.nr = g_xi, private.public_value, ni, nr
         self.last_in = inb.raw
         self._trace_keys(keys, g_xy)
