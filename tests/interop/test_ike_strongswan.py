@@ -355,3 +355,35 @@ def test_charon_reauthentication_keeps_the_tunnel(charon_factory, netns_pair):
             await side.close()
 
     _run(scenario(), "asyncio")
+
+
+# ------------------------------------------------------------------ the command-line tool
+
+
+def test_tool_initiates_to_charon(charon_factory, netns_pair, tmp_path):
+    """``python -m ikeproto initiate`` in ns[0]: one Quick Mode per selector pair, SPIs as charon
+    lists them, and on exit its Deletes leave charon with no SA."""
+    from tests.interop.test_ike_scan import ToolProcess
+
+    charon = _start_charon(charon_factory, netns_pair, "aes128-sha1-modp2048")
+    psk = tmp_path / "psk"
+    psk.write_text(LAB_PSK + "\n")
+    a, b = netns_pair.addrs
+    ia, ib = netns_pair.inner
+    tool = ToolProcess(netns_pair.ns[0], ["initiate", "--local", a, "--peer", b, "--ike", "aes128-sha1-modp2048",
+                                          "--esp", "aes128-sha1", "--local-ts", f"{ia}/32", "--remote-ts", f"{ib}/32",
+                                          "--local-ts", f"{a}/32", "--remote-ts", f"{b}/32", "--hold", "0.5"], psk)
+    try:
+        tool.read_until("Phase2Established")
+        children = {name: _charon_child(charon.wait_for(lambda sas, n=name: _charon_child(sas, n),
+                                                        what=f"{name} INSTALLED"), name)[1]
+                    for name in ("net", "host")}
+        assert tool.proc.wait(timeout=STEP_S) == 0, tool.stderr()
+    finally:
+        tool.stop()
+    established = [d for d in tool.lines if d["event"] == "Phase2Established"]
+    assert len(established) == 2 and all(d["is_initiator"] and d["encapsulation"] == "udp" for d in established)
+    ours = {(int(d["sas"][0]["spi_in"], 16), int(d["sas"][0]["spi_out"], 16)) for d in established}
+    assert ours == {(c.spi_out, c.spi_in) for c in children.values()}
+    assert not any(k.endswith(("_key_in", "_key_out")) for d in established for k in d["sas"][0])  # no keys
+    charon.wait_for(lambda sas: not sas, timeout=STEP_S, what="all SAs deleted by the tool")
