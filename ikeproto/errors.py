@@ -51,3 +51,52 @@ class ParseError(ProtocolError):
         super().__init__(f"{message} ({', '.join(where)})" if where else message, notify=notify)
         self.offset = offset
         self.payload_type = payload_type
+
+
+# ParseError subclasses: each names the RFC 2408 §3.14.1 Notify a responder would answer with.
+# The numbers are repeated here (not imported from enums) to keep this module dependency-free.
+
+
+class MalformedError(ParseError):
+    """A fixed field is cut short or a length is below its minimum (PAYLOAD-MALFORMED)."""
+
+    notify = 16
+
+
+class LengthMismatchError(ParseError):
+    """A length field disagrees with the bytes around it: header length vs datagram, a payload or
+    attribute that overruns its parent, a chain that runs past the end, trailing bytes
+    (UNEQUAL-PAYLOAD-LENGTHS)."""
+
+    notify = 30
+
+
+class InvalidMajorVersionError(ParseError):
+    """ISAKMP major version other than 1 (INVALID-MAJOR-VERSION)."""
+
+    notify = 5
+
+
+class InvalidPayloadTypeError(ParseError):
+    """A payload type that cannot appear where it was found (INVALID-PAYLOAD-TYPE)."""
+
+    notify = 1
+
+
+class BadProposalSyntaxError(ParseError):
+    """Proposal/transform nesting whose next-payload values or counts disagree with the bytes
+    (BAD-PROPOSAL-SYNTAX)."""
+
+    notify = 15
+
+
+class InvalidSpiError(ParseError):
+    """An SPI size that disagrees with the protocol it is given for (INVALID-SPI)."""
+
+    notify = 11
+
+
+class InvalidIdInformationError(ParseError):
+    """An ID or NAT-OA payload whose type and data length disagree (INVALID-ID-INFORMATION)."""
+
+    notify = 18

@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Sub-command modules under policyagent.commands, in the order --help lists them.
-COMMANDS = ("demo",)
+COMMANDS = ("demo", "policy")
 
 
 def build_parser() -> argparse.ArgumentParser:
