@@ -193,24 +193,35 @@ def parse_echo(parsed: Parsed, packet: bytes) -> Echo | None:
 
     Raises ``PacketError`` for a truncated message or a bad checksum.
     """
-    message = packet[parsed.start:parsed.end]
+    return echo_from_message(parsed.protocol, parsed.src, parsed.dst,
+                             bytes(packet[parsed.start:parsed.end]))
+
+
+def echo_from_message(protocol: int, src: str, dst: str, message: bytes) -> Echo | None:
+    """The echo request/reply in an ICMP (``protocol`` 1) or ICMPv6 (58) message, else None."""
     if len(message) < 8:
-        raise PacketError("ICMP message shorter than 8 bytes", offset=parsed.start)
+        raise PacketError("ICMP message shorter than 8 bytes", offset=0)
     kind, code, _, ident, seq = _ECHO.unpack_from(message)
-    if parsed.protocol == IPPROTO_ICMP:
+    if protocol == IPPROTO_ICMP:
         if checksum(message) != 0:
-            raise PacketError("ICMP checksum mismatch", offset=parsed.start + 2)
+            raise PacketError("ICMP checksum mismatch", offset=2)
         if kind not in (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY) or code != 0:
             return None
         return Echo(kind == ICMP_ECHO_REPLY, ident, seq, bytes(message[8:]))
-    if parsed.protocol == IPPROTO_ICMPV6:
-        if _pseudo_checksum(packed(parsed.src), packed(parsed.dst), IPPROTO_ICMPV6,
-                            bytes(message)) != 0:
-            raise PacketError("ICMPv6 checksum mismatch", offset=parsed.start + 2)
+    if protocol == IPPROTO_ICMPV6:
+        if _pseudo_checksum(packed(src), packed(dst), IPPROTO_ICMPV6, bytes(message)) != 0:
+            raise PacketError("ICMPv6 checksum mismatch", offset=2)
         if kind not in (ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY) or code != 0:
             return None
         return Echo(kind == ICMPV6_ECHO_REPLY, ident, seq, bytes(message[8:]))
     return None
+
+
+def echo_ident(message: bytes) -> tuple[int, int] | None:
+    """(identifier, sequence) of an ICMP echo message, without checking it (for notices)."""
+    if len(message) < 8:
+        return None
+    return (message[4] << 8) | message[5], (message[6] << 8) | message[7]
 
 
 def parse(packet: bytes | bytearray | memoryview) -> Parsed:
