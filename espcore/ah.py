@@ -19,19 +19,25 @@ predictable, with the mutable ones zeroed (RFC 4302 §3.3.3.1 and Appendix A):
 - The AH ICV field is zeroed; its padding and the payload are covered as they are. With ESN the
   high-order 32 bits of the sequence number are appended for the computation (RFC 4302 §2.5.1).
 
-It does not own the replay window, counters or where AH goes in the packet (``espcore.sa``).
+It checks the replay window but does not update it, nor the counters (``espcore.sa``).
 """
 
 from __future__ import annotations
 
+import hmac
 import struct
 
-from espcore.errors import ParseError, UsageError
-from espcore.esp import Mac
-from espcore.ip import IPPROTO_DSTOPTS, IPPROTO_HOPOPTS, IPPROTO_ROUTING
+from espcore.errors import IntegrityError, ParseError, UnknownSpiError, UsageError
+from espcore.esp import Buffer, Mac
+from espcore.ip import (IPPROTO_AH, IPPROTO_DSTOPTS, IPPROTO_HOPOPTS, IPPROTO_NONE,
+                        IPPROTO_ROUTING, TunnelHeader, check_inner, inner_packet_length,
+                        ipv4_header_length, ipv6_insert_point, ipv6_payload_end,
+                        is_ipv4_fragment, set_ipv4_checksum)
+from espcore.replay import ReplayWindow
 from espcore.transforms import IntegrityTransform
 
 _AH_HEADER = struct.Struct("!BBHII")
+_SPI_SEQ = struct.Struct("!II")
 _SEQ_HI = struct.Struct("!I")
 
 #: RFC 4302 Appendix A.1: IPv4 options that are immutable (all others are zeroed).
@@ -40,7 +46,7 @@ _SOURCE_ROUTE_OPTIONS = frozenset((131, 137))  # LSRR, SSRR
 
 
 class AhEngine:
-    """The per-SA AH integrity: header layout, ICV computation and verification."""
+    """The per-SA AH processing: ``protect`` builds packets, ``open`` checks and strips AH."""
 
     def __init__(self, transform: IntegrityTransform, key: bytes, *, spi: int, esn: bool) -> None:
         self.transform = transform
@@ -56,17 +62,7 @@ class AhEngine:
     def header_length(self, version: int) -> int:
         return self.length_v4 if version == 4 else self.length_v6
 
-    def write_header(self, buf: bytearray, off: int, next_header: int, seq: int,
-                     version: int) -> int:
-        """Write the AH header with a zero ICV at ``buf[off:]``; return its length."""
-        length = self.header_length(version)
-        _AH_HEADER.pack_into(buf, off, next_header, length // 4 - 2, 0, self.spi,
-                             seq & 0xFFFFFFFF)
-        buf[off + 12:off + length] = bytes(length - 12)
-        return length
-
-    def icv(self, packet: bytes | bytearray | memoryview, ah_off: int, end: int, seq: int,
-            *, sending: bool) -> bytes:
+    def icv(self, packet: Buffer, ah_off: int, end: int, seq: int, *, sending: bool) -> bytes:
         """The ICV of ``packet[:end]`` whose AH header starts at ``ah_off`` (ICV bytes ignored)."""
         header = normalized_header(packet, ah_off, sending=sending)
         ah_len = (packet[ah_off + 1] + 2) * 4
@@ -74,7 +70,87 @@ class AhEngine:
         ah = bytearray(view[ah_off:ah_off + ah_len])
         ah[12:12 + self.icv_size] = bytes(self.icv_size)
         tail = _SEQ_HI.pack(seq >> 32) if self.esn else b""
-        return self.mac.compute_parts(header, ah, view[ah_off + ah_len:end], tail)
+        return self.mac.compute(header, ah, view[ah_off + ah_len:end], tail)
+
+    def protect(self, packet: Buffer, seq: int, tunnel: TunnelHeader | None) -> bytes:
+        """``packet`` with an AH header carrying ``seq`` (RFC 4302 §3.3)."""
+        view = memoryview(packet)
+        if tunnel is not None:
+            inner_len, next_header = inner_packet_length(packet)
+            version, start = tunnel.version, tunnel.length
+            ah_len = self.header_length(version)
+            length = start + ah_len + inner_len
+            if length - (0 if version == 4 else 40) > 0xFFFF:
+                raise UsageError(f"tunnelled packet of {inner_len} bytes is too large")
+            buf = bytearray(tunnel.build(packet, IPPROTO_AH, length, seq))
+            payload = view[:inner_len]
+        else:
+            version = packet[0] >> 4 if len(packet) else 0
+            if version == 4:
+                start, end = ipv4_header_length(packet)
+                if is_ipv4_fragment(packet):
+                    raise UsageError("transport mode cannot protect a fragment (RFC 4301 §7)")
+                nh_at = 9
+            elif version == 6:
+                end = ipv6_payload_end(packet)
+                start, nh_at = ipv6_insert_point(packet, end)
+            else:
+                raise ParseError("not an IPv4 or IPv6 packet", offset=0)
+            ah_len = self.header_length(version)
+            length = end + ah_len
+            if length - (0 if version == 4 else 40) > 0xFFFF:
+                raise UsageError(f"protected packet would be {length} bytes, too large")
+            buf = bytearray(view[:start])
+            next_header = packet[nh_at]
+            buf[nh_at] = IPPROTO_AH
+            if version == 4:
+                buf[2:4] = length.to_bytes(2, "big")
+            else:
+                buf[4:6] = (length - 40).to_bytes(2, "big")
+            payload = view[start:end]
+        buf += _AH_HEADER.pack(next_header, ah_len // 4 - 2, 0, self.spi, seq & 0xFFFFFFFF)
+        buf += bytes(ah_len - 12)
+        buf += payload
+        buf[start + 12:start + 12 + self.icv_size] = self.icv(buf, start, length, seq,
+                                                              sending=True)
+        if version == 4:
+            set_ipv4_checksum(buf)
+        return bytes(buf)
+
+    def open(self, packet: Buffer, start: int, end: int, nh_at: int, replay: ReplayWindow,
+             tunnel: TunnelHeader | None) -> tuple[bytes, int, int]:
+        """Verify the AH packet whose header is at ``packet[start:]``: (the packet without
+        AH, or the inner packet in tunnel mode; sequence number; Next Header). The replay
+        window is checked, not updated."""
+        view = memoryview(packet)
+        version = packet[0] >> 4
+        ah_len = self.header_length(version)
+        if end - start < 12 or (view[start + 1] + 2) * 4 != ah_len or start + ah_len > end:
+            raise ParseError(f"AH header length does not match the SA's {ah_len} bytes",
+                             offset=start)
+        spi, seq_low = _SPI_SEQ.unpack_from(view, start + 4)
+        if spi != self.spi:
+            raise UnknownSpiError(spi, protocol="ah")
+        seq = replay.infer(seq_low)
+        replay.check(seq)  # RFC 4302 §3.4.3: before the ICV
+        expected = self.icv(view, start, end, seq, sending=False)
+        if not hmac.compare_digest(expected, view[start + 12:start + 12 + self.icv_size]):
+            raise IntegrityError(self.spi, seq)
+        next_header = view[start]
+        if tunnel is not None:
+            inner = bytes(view[start + ah_len:end])
+            if next_header != IPPROTO_NONE:
+                check_inner(inner, next_header)
+            return inner, seq, next_header
+        out = bytearray(view[:start])
+        out += view[start + ah_len:end]
+        out[nh_at] = next_header
+        if version == 4:
+            out[2:4] = len(out).to_bytes(2, "big")
+            set_ipv4_checksum(out)
+        else:
+            out[4:6] = (len(out) - 40).to_bytes(2, "big")
+        return bytes(out), seq, next_header
 
 
 def normalized_header(packet: bytes | bytearray | memoryview, end: int, *, sending: bool

@@ -2,26 +2,32 @@
 
 This module owns the part of an ESP packet from the SPI to the ICV: the header, the IV, padding
 (RFC 4303 §2.4: bytes 1, 2, 3... up to the cipher's alignment, at least 4), Pad Length, Next
-Header, encryption and the ICV, for every cipher of ``espcore.transforms``. An ``EspEngine`` is
-built once per SA and keeps its cipher objects (house rule: reuse cipher objects per SA). It does
-not own sequence numbers, the replay window, counters or IP headers (``espcore.sa``).
+Header, encryption and the ICV, for every cipher of ``espcore.transforms``. An engine is built
+once per SA by ``make_engine`` and keeps its cipher objects (house rule: reuse cipher objects per
+SA). It does not own sequence numbers, the replay window, counters or IP headers
+(``espcore.sa``).
 
 Per cipher family:
 
 - AES-GCM (RFC 4106 §3-§5) and ChaCha20-Poly1305 (RFC 7634 §2-§3): nonce = salt || IV, AAD =
-  SPI || seq (SPI || seq_hi || seq_lo with ESN). The 16-byte ICV variants encrypt in place.
+  SPI || seq (SPI || seq_hi || seq_lo with ESN, RFC 4106 §5). Truncated GCM ICVs (8, 12 bytes)
+  are verified with the streaming GCM API, which accepts short tags.
 - AES-GMAC (RFC 4543 §3): nothing encrypted; AAD = SPI || seq (|| ESN) || IV || payload+trailer.
 - AES-CTR (RFC 3686 §4): counter block = salt || IV || 0x00000001.
 - CBC (RFC 3602, RFC 2405, RFC 2451): one encryptor/decryptor per SA is kept. Outbound, a fresh
   random block is run through the chaining encryptor first: its output, E(R xor previous block),
-  is the packet's IV, unpredictable as RFC 3602 §2.4 requires (NIST SP 800-38A App. C). Inbound,
-  the received IV is fed to the chaining decryptor before the ciphertext.
+  is the packet's IV, unpredictable as RFC 3602 §2.4 requires (the "encrypted nonce" IV of NIST
+  SP 800-38A App. C). Inbound, the received IV is fed to the chaining decryptor before the
+  ciphertext, which makes the chain start from it.
 - Integrity for non-AEAD ciphers: HMAC over SPI..Next Header (|| seq_hi with ESN, RFC 4303
   §2.2.1), truncated (RFC 2403/2404/4868), compared with ``hmac.compare_digest``.
 
 IVs of the counter-based modes (GCM, GMAC, CTR, ChaCha20) are the 64-bit sequence number, unique
 per key as RFC 4106 §3.1 / RFC 3686 §3.1 / RFC 7634 §2 require; an explicit ``iv`` overrides it for
 deterministic tests and known-answer vectors.
+
+The engines work on whole packets by offset and return byte strings: in CPython, one ``encrypt``
+call and one ``join`` cost less than filling a preallocated buffer through memoryviews.
 """
 
 from __future__ import annotations
@@ -44,11 +50,13 @@ _HEADER = struct.Struct("!II")
 _HEADER_IV = struct.Struct("!IIQ")
 _AAD_ESN = struct.Struct("!III")
 _SEQ_HI = struct.Struct("!I")
+_COUNTER_ONE = b"\x00\x00\x00\x01"
 
-#: ``_PADDING[n]`` = the n monotonic padding bytes 1..n followed by the Pad Length byte n.
-_PADDING = tuple(bytes(range(1, n + 1)) + bytes((n,)) for n in range(256))
+#: ``PADDING[n]`` = the n monotonic padding bytes 1..n followed by the Pad Length byte n.
+PADDING = tuple(bytes(range(1, n + 1)) + bytes((n,)) for n in range(256))
 
 Rng = Callable[[int], bytes]
+Buffer = bytes | bytearray | memoryview
 
 
 class Mac:
@@ -63,15 +71,7 @@ class Mac:
         self.icv_size = transform.icv_size
         self._template = hmac.new(bytes(key), digestmod=transform.hash_name)
 
-    def compute(self, data: bytes | bytearray | memoryview, tail: bytes | None = None) -> bytes:
-        """The truncated MAC of ``data`` (|| ``tail``, the implicit ESN high bits)."""
-        h = self._template.copy()
-        h.update(data)
-        if tail is not None:
-            h.update(tail)
-        return h.digest()[:self.icv_size]
-
-    def compute_parts(self, *parts: bytes | bytearray | memoryview) -> bytes:
+    def compute(self, *parts: Buffer) -> bytes:
         """The truncated MAC of the concatenation of ``parts`` (no copy of them is made)."""
         h = self._template.copy()
         for part in parts:
@@ -80,185 +80,254 @@ class Mac:
 
 
 class EspEngine:
-    """The per-SA ESP cryptography: ``seal_into`` builds, ``open_into`` verifies and decrypts.
+    """Per-SA ESP cryptography. ``seal`` builds the bytes SPI..ICV, ``open`` checks and decrypts.
 
-    Buffers: ``seal_into`` writes ``sealed_length(n)`` bytes at ``buf[off:]`` and may use
-    ``seal_slack`` more bytes after them (the caller trims). ``open_into`` writes the decrypted
-    payload and trailer at ``out[off:]``. Neither changes any state a failed packet could move.
+    ``seal(plaintext, seq, iv)`` takes payload || padding || Pad Length || Next Header and
+    returns the ESP packet as a tuple of byte strings to be joined. ``open(packet, start, end,
+    seq)`` verifies the ESP packet at ``packet[start:end]`` and returns the decrypted payload and
+    trailer. Neither changes state a failed packet could be seen in (only CBC chaining registers,
+    which each packet resets through its IV).
     """
 
-    def __init__(self, transform: EncryptionTransform, cipher_key: bytes,
-                 integrity: IntegrityTransform | None, integrity_key: bytes, *, spi: int,
-                 esn: bool, rng: Rng = os.urandom) -> None:
-        key_len = len(cipher_key) - transform.salt_size
-        if key_len * 8 not in transform.key_bits:
-            raise UsageError(
-                f"{transform.name} takes {', '.join(str(b) for b in transform.key_bits)}-bit keys"
-                + (f" plus a {transform.salt_size}-byte salt" if transform.salt_size else "")
-                + f"; got {len(cipher_key)} bytes")
-        if transform.is_aead and integrity is not None:
-            raise UsageError(f"{transform.name} is a combined mode: no integrity transform allowed")
-        if not transform.is_confidential and integrity is None and not transform.is_aead:
-            raise UsageError("ESP needs confidentiality, integrity or both (RFC 4303 §3.2)")
+    kind = ""
+
+    def __init__(self, transform: EncryptionTransform, key: bytes, salt: bytes,
+                 mac: Mac | None, *, spi: int, esn: bool, rng: Rng) -> None:
         self.transform = transform
-        self.key_bits = key_len * 8
+        self.key_bits = len(key) * 8
         self.spi = spi
         self.esn = esn
-        self.kind = transform.kind
+        self.mac = mac
         self.iv_size = transform.iv_size
         self.align_mask = transform.alignment - 1
-        self.mac = Mac(integrity, integrity_key) if integrity is not None else None
         self.icv_size = transform.icv_size if transform.is_aead else (
-            integrity.icv_size if integrity is not None else 0)
-        self.has_integrity = transform.is_aead or integrity is not None
+            mac.icv_size if mac is not None else 0)
+        self.overhead = 8 + self.iv_size + self.icv_size
+        self.min_length = self.overhead + max(2, transform.alignment)
+        self.has_integrity = transform.is_aead or mac is not None
         self.is_confidential = transform.is_confidential
-        self.seal_slack = 16 - self.icv_size if transform.kind == "gcm" else 0
+        self._salt = salt
         self._rng = rng
-        key = bytes(cipher_key[:key_len])
-        self._salt = bytes(cipher_key[key_len:])
-        self._aead: AESGCM | ChaCha20Poly1305 | None = None
-        self._algorithm: algorithms.AES | TripleDES | None = None
-        self._enc = self._dec = None
-        if transform.kind in ("gcm", "gmac"):
-            self._aead = AESGCM(key)
-            self._algorithm = algorithms.AES(key)
-        elif transform.kind == "chacha":
-            self._aead = ChaCha20Poly1305(key)
-        elif transform.kind == "ctr":
-            self._algorithm = algorithms.AES(key)
-        elif transform.kind == "cbc":
-            # Single DES is 3DES with K1 = K2 = K3 (RFC 2405 keys are 8 bytes with parity).
-            self._algorithm = (algorithms.AES(key) if transform.block_size == 16
-                               else TripleDES(key * 3 if len(key) == 8 else key))
-            zero_iv = modes.CBC(bytes(transform.block_size))
-            self._enc = Cipher(self._algorithm, zero_iv).encryptor()
-            self._dec = Cipher(self._algorithm, zero_iv).decryptor()
 
-    # -- sizes ----------------------------------------------------------------------------------
+    def _check_iv(self, iv: bytes) -> None:
+        if len(iv) != self.iv_size:
+            raise UsageError(f"{self.transform.name} takes a {self.iv_size}-byte IV, "
+                             f"not {len(iv)}")
 
-    def sealed_length(self, payload_len: int) -> int:
-        """Bytes from SPI to ICV for a payload of ``payload_len`` bytes."""
-        pad = -(payload_len + 2) & self.align_mask
-        return 8 + self.iv_size + payload_len + pad + 2 + self.icv_size
+    def _aad(self, seq: int) -> bytes:
+        return _AAD_ESN.pack(self.spi, seq >> 32, seq & _MASK32)
 
-    def min_length(self) -> int:
-        """The shortest well-formed ESP packet this SA can receive."""
-        return 8 + self.iv_size + max(2, self.align_mask + 1) + self.icv_size
+    def _tail(self, seq: int) -> bytes:
+        # RFC 4303 §2.2.1: with ESN the high-order 32 bits follow the packet in the ICV input.
+        return _SEQ_HI.pack(seq >> 32) if self.esn else b""
 
-    # -- outbound --------------------------------------------------------------------------------
+    def _verify_mac(self, packet: Buffer, start: int, ct_end: int, end: int, seq: int) -> None:
+        view = memoryview(packet)
+        expected = self.mac.compute(view[start:ct_end], self._tail(seq))
+        if not hmac.compare_digest(expected, view[ct_end:end]):
+            raise IntegrityError(self.spi, seq)
 
-    def seal_into(self, buf: bytearray, off: int, payload: bytes | bytearray | memoryview,
-                  next_header: int, seq: int, iv: bytes | None = None) -> int:
-        """Write the ESP packet for ``payload`` at ``buf[off:]``; return its end offset."""
-        n = len(payload)
-        pad = -(n + 2) & self.align_mask
-        ivs = self.iv_size
-        pt_start = off + 8 + ivs
-        pt_end = pt_start + n + pad + 2
-        buf[pt_start:pt_start + n] = payload
-        buf[pt_start + n:pt_end - 1] = _PADDING[pad]
-        buf[pt_end - 1] = next_header
-        kind = self.kind
-        if iv is not None and len(iv) != ivs:
-            raise UsageError(f"{self.transform.name} takes a {ivs}-byte IV, not {len(iv)}")
-        if kind == "cbc":
-            _HEADER.pack_into(buf, off, self.spi, seq & _MASK32)
-            if iv is None:
-                iv = self._enc.update(self._rng(ivs))
-                ct = self._enc.update(memoryview(buf)[pt_start:pt_end])
-            else:
-                ct = Cipher(self._algorithm, modes.CBC(iv)).encryptor().update(
-                    memoryview(buf)[pt_start:pt_end])
-            buf[off + 8:pt_start] = iv
-            buf[pt_start:pt_end] = ct
-        elif kind == "null":
-            _HEADER.pack_into(buf, off, self.spi, seq & _MASK32)
-        else:
-            if iv is None:
-                _HEADER_IV.pack_into(buf, off, self.spi, seq & _MASK32, seq)
-                iv = buf[off + 8:pt_start]
-            else:
-                _HEADER.pack_into(buf, off, self.spi, seq & _MASK32)
-                buf[off + 8:pt_start] = iv
-            nonce = self._salt + iv
-            view = memoryview(buf)
-            if kind == "gcm" or kind == "chacha":
-                aad = _AAD_ESN.pack(self.spi, seq >> 32, seq & _MASK32) if self.esn \
-                    else view[off:off + 8]
-                self._aead.encrypt_into(nonce, view[pt_start:pt_end], aad,
-                                        view[pt_start:pt_end + 16])
-            elif kind == "gmac":
-                aad = (_AAD_ESN.pack(self.spi, seq >> 32, seq & _MASK32) + view[off + 8:pt_end]
-                       if self.esn else view[off:pt_end])
-                buf[pt_end:pt_end + 16] = self._aead.encrypt(nonce, b"", aad)
-            else:  # ctr
-                block = modes.CTR(nonce + b"\x00\x00\x00\x01")
-                buf[pt_start:pt_end] = Cipher(self._algorithm, block).encryptor().update(
-                    view[pt_start:pt_end])
-        if self.mac is not None:
-            buf[pt_end:pt_end + self.icv_size] = self.mac.compute(
-                memoryview(buf)[off:pt_end], _SEQ_HI.pack(seq >> 32) if self.esn else None)
-        return pt_end + self.icv_size
+    def seal(self, plaintext: Buffer, seq: int, iv: bytes | None) -> tuple[bytes, ...]:
+        raise NotImplementedError
 
-    # -- inbound ---------------------------------------------------------------------------------
+    def open(self, packet: Buffer, start: int, end: int, seq: int) -> bytes:
+        raise NotImplementedError
 
-    def open_into(self, esp: memoryview, seq: int, out: bytearray, off: int) -> tuple[int, int]:
-        """Verify and decrypt ``esp`` (SPI to ICV) into ``out[off:]``: (next header, payload length).
 
-        ``out`` must hold ``off + len(esp) - 8 - iv_size - icv_size`` bytes. Raises
-        ``IntegrityError`` or ``ParseError``; changes no state but the CBC chaining registers.
-        """
-        ivs, icv = self.iv_size, self.icv_size
-        ct_len = len(esp) - 8 - ivs - icv
-        if ct_len < 2:
-            raise ParseError(f"ESP packet of {len(esp)} bytes is too short", offset=0)
-        kind = self.kind
-        ct_end = 8 + ivs + ct_len
-        if kind == "cbc" and ct_len & self.align_mask:
-            raise ParseError(f"ESP ciphertext of {ct_len} bytes is not a multiple of the "
-                             f"{self.align_mask + 1}-byte block", offset=8 + ivs)
-        dest = memoryview(out)[off:off + ct_len]
+class _AeadEngine(EspEngine):
+    """AES-GCM with a 16-byte ICV and ChaCha20-Poly1305: one AEAD call each way."""
+
+    kind = "aead"
+
+    def __init__(self, *args: object, aead: AESGCM | ChaCha20Poly1305, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._aead = aead
+
+    def seal(self, plaintext: Buffer, seq: int, iv: bytes | None) -> tuple[bytes, ...]:
+        if iv is None:
+            header = _HEADER_IV.pack(self.spi, seq & _MASK32, seq)
+            nonce = self._salt + header[8:]
+            aad = header[:8] if not self.esn else self._aad(seq)
+            return header, self._aead.encrypt(nonce, plaintext, aad)
+        self._check_iv(iv)
+        header = _HEADER.pack(self.spi, seq & _MASK32)
+        aad = header if not self.esn else self._aad(seq)
+        return header, iv, self._aead.encrypt(self._salt + iv, plaintext, aad)
+
+    def open(self, packet: Buffer, start: int, end: int, seq: int) -> bytes:
+        aad = packet[start:start + 8] if not self.esn else self._aad(seq)
         try:
-            if kind == "gcm" or kind == "chacha":
-                nonce = self._salt + esp[8:16]
-                aad = _AAD_ESN.pack(self.spi, seq >> 32, seq & _MASK32) if self.esn else esp[:8]
-                if icv == 16:
-                    self._aead.decrypt_into(nonce, esp[16:], aad, dest)
-                else:
-                    decryptor = Cipher(self._algorithm, modes.GCM(
-                        nonce, bytes(esp[ct_end:]), min_tag_length=icv)).decryptor()
-                    decryptor.authenticate_additional_data(aad)
-                    decryptor.update_into(esp[16:ct_end], dest)
-                    decryptor.finalize()
-            elif kind == "gmac":
-                nonce = self._salt + esp[8:16]
-                aad = (_AAD_ESN.pack(self.spi, seq >> 32, seq & _MASK32) + esp[8:ct_end]
-                       if self.esn else esp[:ct_end])
-                self._aead.decrypt(nonce, esp[ct_end:], aad)
-                dest[:] = esp[16:ct_end]
-            else:
-                if self.mac is not None:
-                    expected = self.mac.compute(esp[:ct_end],
-                                                _SEQ_HI.pack(seq >> 32) if self.esn else None)
-                    if not hmac.compare_digest(expected, esp[ct_end:]):
-                        raise InvalidTag()
-                if kind == "cbc":
-                    self._dec.update(esp[8:8 + ivs])
-                    dest[:] = self._dec.update(esp[8 + ivs:ct_end])
-                elif kind == "ctr":
-                    block = modes.CTR(self._salt + esp[8:16] + b"\x00\x00\x00\x01")
-                    dest[:] = Cipher(self._algorithm, block).decryptor().update(esp[16:ct_end])
-                else:  # null
-                    dest[:] = esp[8:ct_end]
+            return self._aead.decrypt(self._salt + packet[start + 8:start + 16],
+                                      packet[start + 16:end], aad)
         except InvalidTag:
             raise IntegrityError(self.spi, seq) from None
-        pad = dest[ct_len - 2]
-        if pad + 2 > ct_len:
-            raise ParseError(f"Pad Length {pad} exceeds the {ct_len}-byte payload",
-                             offset=ct_end - 2)
-        payload_len = ct_len - 2 - pad
-        # RFC 4303 §2.4: the default padding is 1, 2, 3...; the receiver checks it.
-        if dest[payload_len:ct_len - 1] != _PADDING[pad]:
-            raise ParseError("ESP padding is not the monotonic 1, 2, 3... sequence",
-                             offset=8 + ivs + payload_len)
-        return dest[ct_len - 1], payload_len
+
+
+class _GcmShortEngine(_AeadEngine):
+    """AES-GCM with an 8- or 12-byte ICV (RFC 4106 §6): the tag truncated to its first bytes."""
+
+    kind = "gcm-short"
+
+    def __init__(self, *args: object, algorithm: algorithms.AES, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._algorithm = algorithm
+
+    def seal(self, plaintext: Buffer, seq: int, iv: bytes | None) -> tuple[bytes, ...]:
+        *head, sealed = super().seal(plaintext, seq, iv)
+        return (*head, sealed[:len(sealed) - 16 + self.icv_size])
+
+    def open(self, packet: Buffer, start: int, end: int, seq: int) -> bytes:
+        aad = packet[start:start + 8] if not self.esn else self._aad(seq)
+        ct_end = end - self.icv_size
+        decryptor = Cipher(self._algorithm, modes.GCM(
+            self._salt + packet[start + 8:start + 16], bytes(packet[ct_end:end]),
+            min_tag_length=self.icv_size)).decryptor()
+        decryptor.authenticate_additional_data(aad)
+        plaintext = decryptor.update(packet[start + 16:ct_end])
+        try:
+            decryptor.finalize()
+        except InvalidTag:
+            raise IntegrityError(self.spi, seq) from None
+        return plaintext
+
+
+class _GmacEngine(_AeadEngine):
+    """AES-GMAC (RFC 4543 §3.3): the payload is authenticated, not encrypted."""
+
+    kind = "gmac"
+
+    def seal(self, plaintext: Buffer, seq: int, iv: bytes | None) -> tuple[bytes, ...]:
+        if iv is None:
+            iv = seq.to_bytes(8, "big")
+        self._check_iv(iv)
+        header = _HEADER.pack(self.spi, seq & _MASK32)
+        first = header if not self.esn else self._aad(seq)
+        tag = self._aead.encrypt(self._salt + iv, b"", b"".join((first, iv, plaintext)))
+        return header, iv, bytes(plaintext), tag
+
+    def open(self, packet: Buffer, start: int, end: int, seq: int) -> bytes:
+        view = memoryview(packet)
+        ct_end = end - 16
+        aad = (bytes(view[start:ct_end]) if not self.esn
+               else self._aad(seq) + view[start + 8:ct_end])
+        try:
+            self._aead.decrypt(self._salt + view[start + 8:start + 16], view[ct_end:end], aad)
+        except InvalidTag:
+            raise IntegrityError(self.spi, seq) from None
+        return bytes(view[start + 16:ct_end])
+
+
+class _CbcEngine(EspEngine):
+    """AES-CBC, 3DES-CBC and DES-CBC with persistent chaining cipher contexts."""
+
+    kind = "cbc"
+
+    def __init__(self, *args: object, algorithm: algorithms.AES | TripleDES,
+                 **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._algorithm = algorithm
+        zero_iv = modes.CBC(bytes(self.iv_size))
+        self._enc = Cipher(algorithm, zero_iv).encryptor()
+        self._dec = Cipher(algorithm, zero_iv).decryptor()
+
+    def seal(self, plaintext: Buffer, seq: int, iv: bytes | None) -> tuple[bytes, ...]:
+        header = _HEADER.pack(self.spi, seq & _MASK32)
+        if iv is None:
+            iv = self._enc.update(self._rng(self.iv_size))
+            ciphertext = self._enc.update(plaintext)
+        else:
+            self._check_iv(iv)
+            ciphertext = Cipher(self._algorithm, modes.CBC(iv)).encryptor().update(plaintext)
+        if self.mac is None:
+            return header, iv, ciphertext
+        return header, iv, ciphertext, self.mac.compute(header, iv, ciphertext, self._tail(seq))
+
+    def open(self, packet: Buffer, start: int, end: int, seq: int) -> bytes:
+        ct_end = end - self.icv_size
+        ct_start = start + 8 + self.iv_size
+        if (ct_end - ct_start) & self.align_mask:
+            raise ParseError(f"ESP ciphertext of {ct_end - ct_start} bytes is not a multiple of "
+                             f"the {self.align_mask + 1}-byte block", offset=ct_start)
+        if self.mac is not None:
+            self._verify_mac(packet, start, ct_end, end, seq)
+        self._dec.update(packet[start + 8:ct_start])
+        return self._dec.update(packet[ct_start:ct_end])
+
+
+class _CtrEngine(EspEngine):
+    """AES-CTR (RFC 3686): a counter-mode context per packet from the salt, IV and 1."""
+
+    kind = "ctr"
+
+    def __init__(self, *args: object, algorithm: algorithms.AES, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._algorithm = algorithm
+
+    def seal(self, plaintext: Buffer, seq: int, iv: bytes | None) -> tuple[bytes, ...]:
+        if iv is None:
+            iv = seq.to_bytes(8, "big")
+        self._check_iv(iv)
+        header = _HEADER.pack(self.spi, seq & _MASK32)
+        block = modes.CTR(self._salt + iv + _COUNTER_ONE)
+        ciphertext = Cipher(self._algorithm, block).encryptor().update(plaintext)
+        return header, iv, ciphertext, self.mac.compute(header, iv, ciphertext, self._tail(seq))
+
+    def open(self, packet: Buffer, start: int, end: int, seq: int) -> bytes:
+        ct_end = end - self.icv_size
+        self._verify_mac(packet, start, ct_end, end, seq)
+        block = modes.CTR(self._salt + packet[start + 8:start + 16] + _COUNTER_ONE)
+        return Cipher(self._algorithm, block).decryptor().update(packet[start + 16:ct_end])
+
+
+class _NullEngine(EspEngine):
+    """ESP_NULL (RFC 2410) with an integrity transform: the payload travels in clear."""
+
+    kind = "null"
+
+    def seal(self, plaintext: Buffer, seq: int, iv: bytes | None) -> tuple[bytes, ...]:
+        if iv:
+            raise UsageError("the null cipher has no IV")
+        header = _HEADER.pack(self.spi, seq & _MASK32)
+        return header, bytes(plaintext), self.mac.compute(header, plaintext, self._tail(seq))
+
+    def open(self, packet: Buffer, start: int, end: int, seq: int) -> bytes:
+        ct_end = end - self.icv_size
+        self._verify_mac(packet, start, ct_end, end, seq)
+        return bytes(packet[start + 8:ct_end])
+
+
+def make_engine(transform: EncryptionTransform, cipher_key: bytes,
+                integrity: IntegrityTransform | None, integrity_key: bytes, *, spi: int,
+                esn: bool, rng: Rng = os.urandom) -> EspEngine:
+    """The ESP engine for ``transform`` keyed with ``cipher_key`` (key || salt)."""
+    key_len = len(cipher_key) - transform.salt_size
+    if key_len * 8 not in transform.key_bits:
+        raise UsageError(
+            f"{transform.name} takes {', '.join(str(b) for b in transform.key_bits)}-bit keys"
+            + (f" plus a {transform.salt_size}-byte salt" if transform.salt_size else "")
+            + f"; got {len(cipher_key)} bytes")
+    if transform.is_aead and integrity is not None:
+        raise UsageError(f"{transform.name} is a combined mode: no integrity transform allowed")
+    if not transform.is_confidential and not transform.is_aead and integrity is None:
+        raise UsageError("ESP needs confidentiality, integrity or both (RFC 4303 §3.2)")
+    key, salt = bytes(cipher_key[:key_len]), bytes(cipher_key[key_len:])
+    mac = Mac(integrity, integrity_key) if integrity is not None else None
+    common = dict(spi=spi, esn=esn, rng=rng)
+    kind = transform.kind
+    if kind == "gcm":
+        if transform.icv_size == 16:
+            return _AeadEngine(transform, key, salt, mac, aead=AESGCM(key), **common)
+        return _GcmShortEngine(transform, key, salt, mac, aead=AESGCM(key),
+                               algorithm=algorithms.AES(key), **common)
+    if kind == "chacha":
+        return _AeadEngine(transform, key, salt, mac, aead=ChaCha20Poly1305(key), **common)
+    if kind == "gmac":
+        return _GmacEngine(transform, key, salt, mac, aead=AESGCM(key), **common)
+    if kind == "cbc":
+        # Single DES is 3DES with K1 = K2 = K3 (RFC 2405 keys are 8 bytes with parity bits).
+        algorithm = (algorithms.AES(key) if transform.block_size == 16
+                     else TripleDES(key * 3 if len(key) == 8 else key))
+        return _CbcEngine(transform, key, salt, mac, algorithm=algorithm, **common)
+    if kind == "ctr":
+        return _CtrEngine(transform, key, salt, mac, algorithm=algorithms.AES(key), **common)
+    return _NullEngine(transform, key, salt, mac, **common)

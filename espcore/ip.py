@@ -170,6 +170,27 @@ def find_ipsec_header(packet: bytes | bytearray | memoryview) -> tuple[int, int,
     raise ParseError("not an IPv4 or IPv6 packet", offset=0)
 
 
+def inner_packet_length(packet: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """Length and tunnel Next Header (4 or 41) of an IP packet to be tunnelled."""
+    version = packet[0] >> 4 if len(packet) else 0
+    if version == 4:
+        return ipv4_header_length(packet)[1], IPPROTO_IPIP
+    if version == 6:
+        return ipv6_payload_end(packet), IPPROTO_IPV6
+    raise ParseError("not an IPv4 or IPv6 packet", offset=0)
+
+
+def check_inner(inner: bytes | bytearray | memoryview, next_header: int) -> None:
+    """A decapsulated tunnel payload must be the IP packet its Next Header announces, with
+    consistent lengths (inner selector checks, RFC 4301 §5.2, are the caller's)."""
+    try:
+        length, expected = inner_packet_length(inner)
+    except ParseError as exc:
+        raise ParseError(f"tunnelled packet: {exc}") from None
+    if expected != next_header or length != len(inner):
+        raise ParseError(f"tunnelled packet does not match Next Header {next_header}")
+
+
 def parse_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """An IPv4/IPv6 address from a string, bytes (4 or 16) or an ``ipaddress`` object."""
     try:
@@ -189,7 +210,8 @@ class TunnelHeader:
     copied, flow label 0. The constant part of the IPv4 checksum is summed once here.
     """
 
-    __slots__ = ("source", "destination", "version", "length", "ttl", "_src", "_dst", "_base_sum")
+    __slots__ = ("source", "destination", "version", "length", "ttl", "packed_source",
+                 "packed_destination", "base_sum")
 
     def __init__(self, source: object, destination: object, *, ttl: int = 64) -> None:
         src, dst = parse_address(source), parse_address(destination)
@@ -201,23 +223,25 @@ class TunnelHeader:
         self.version = src.version
         self.length = 20 if self.version == 4 else 40
         self.ttl = ttl
-        self._src, self._dst = src.packed, dst.packed
-        words = struct.unpack("!4H", self._src + self._dst) if self.version == 4 else (0,)
-        self._base_sum = sum(words) + 0x4500 + (ttl << 8)
+        self.packed_source, self.packed_destination = src.packed, dst.packed
+        # The IPv4 header words that never change: version/IHL, TTL, the addresses.
+        words = struct.unpack("!4H", src.packed + dst.packed) if self.version == 4 else (0,)
+        self.base_sum = sum(words) + 0x4500 + (ttl << 8)
 
-    def write(self, buf: bytearray, inner: bytes | bytearray | memoryview, proto: int,
-              total: int, ident: int) -> None:
-        """Write the header at ``buf[0:length]`` for a packet of ``total`` bytes."""
-        if self.version == 4:
-            tos = inner[1] if inner[0] >> 4 == 4 else ((inner[0] & 0x0F) << 4) | (inner[1] >> 4)
-            flags = (inner[6] & 0x40) << 8 if inner[0] >> 4 == 4 else 0
-            ident &= 0xFFFF
-            s = self._base_sum + tos + total + ident + flags + proto
-            s = (s & 0xFFFF) + (s >> 16)
-            s = (s & 0xFFFF) + (s >> 16)
-            _IPV4_HEADER.pack_into(buf, 0, 0x45, tos, total, ident, flags, self.ttl, proto,
-                                   ~s & 0xFFFF, self._src, self._dst)
+    def build(self, inner: bytes | bytearray | memoryview, proto: int, total: int,
+              ident: int) -> bytes:
+        """The outer header for a packet of ``total`` bytes carrying ``proto`` around ``inner``."""
+        first = inner[0]
+        if first >> 4 == 4:
+            tos, flags = inner[1], (inner[6] & 0x40) << 8
         else:
-            tclass = inner[1] if inner[0] >> 4 == 4 else ((inner[0] & 0x0F) << 4) | (inner[1] >> 4)
-            _IPV6_HEADER.pack_into(buf, 0, (6 << 28) | (tclass << 20), total - 40, proto, self.ttl,
-                                   self._src, self._dst)
+            tos, flags = ((first & 0x0F) << 4) | (inner[1] >> 4), 0
+        if self.version == 4:
+            ident &= 0xFFFF
+            s = self.base_sum + tos + total + ident + flags + proto
+            s = (s & 0xFFFF) + (s >> 16)
+            s = (s & 0xFFFF) + (s >> 16)
+            return _IPV4_HEADER.pack(0x45, tos, total, ident, flags, self.ttl, proto,
+                                     0xFFFF - s, self.packed_source, self.packed_destination)
+        return _IPV6_HEADER.pack((6 << 28) | (tos << 20), total - 40, proto, self.ttl,
+                                 self.packed_source, self.packed_destination)

@@ -24,7 +24,7 @@ class ReplayWindow:
     vectors that use high sequence numbers.
     """
 
-    __slots__ = ("size", "esn", "top", "bitmap", "_mask")
+    __slots__ = ("size", "esn", "top", "bitmap", "mask")
 
     def __init__(self, size: int = 64, *, esn: bool = False, top: int = 0) -> None:
         if size < 0 or (esn and size == 0):
@@ -36,7 +36,7 @@ class ReplayWindow:
         self.esn = esn
         self.top = top
         self.bitmap = 0
-        self._mask = (1 << size) - 1
+        self.mask = (1 << size) - 1
 
     def infer(self, seq_low: int) -> int:
         """The full sequence number for the 32 bits on the wire (RFC 4303 Appendix A2.2).
@@ -83,7 +83,7 @@ class ReplayWindow:
         top = self.top
         if seq > top:
             shift = seq - top
-            self.bitmap = ((self.bitmap << shift) | 1) & self._mask if shift < self.size else 1
+            self.bitmap = ((self.bitmap << shift) | 1) & self.mask if shift < self.size else 1
             self.top = seq
         else:
             self.bitmap |= 1 << (top - seq)

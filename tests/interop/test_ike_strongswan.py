@@ -1,0 +1,245 @@
+"""Our IKEv1 endpoint against strongSwan's charon, both ways, in the lab's network namespaces.
+
+Our side runs in the test process on the asyncio adapter, with its UDP 500/4500 sockets opened
+inside ``ns[0]`` (192.0.2.1, inner 192.0.2.101); charon runs in ``ns[1]`` (192.0.2.2, inner
+192.0.2.102) with kernel-libipsec, which fakes a NAT so that both sides float to port 4500
+(RFC 3947 §4) and carry ESP in UDP (RFC 3948). For each direction (we initiate / charon initiates)
+and each Main Mode suite (3DES/SHA-1/MODP1024 and AES-128/SHA-1/MODP2048, PSK, RFC 2409 §5.4):
+
+- Quick Mode (RFC 2409 §5.5) for the inner /32s ("net") and host-to-host ("host"), tunnel mode,
+  UDP-encapsulated, over one ISAKMP SA; both sides list the same cookies and crossed SPIs;
+- ``ping`` from charon's namespace through each tunnel is answered by our ESP echo responder on
+  espcore SAs, and our echo requests through each tunnel are answered by charon's kernel;
+- a Delete (RFC 2408 §3.15) from us removes the SA at charon and one from charon removes it here;
+  finally the ISAKMP SA goes too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ikeproto.aio import IkeService, create_endpoint
+from ikeproto.config import TrafficSelector
+from ikeproto.events import (Event, NegotiationFailed, Phase1Deleted, Phase1Established, Phase2Deleted,
+                             Phase2Established)
+from ikeproto.tool import StaticConfig
+from tests.interop.esp_echo import EspEcho
+from tests.interop.ikescan import netns_socket
+from tests.interop.strongswan import LAB_PSK, Charon, ChildSa, IkeSa, SwanctlConfig
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover
+    uvloop = None
+
+pytestmark = [pytest.mark.interop, pytest.mark.root]
+
+# (charon's IKE proposal, charon's ESP proposal, the same for us, what charon lists)
+SUITES = {
+    "3des-sha1-modp1024": ("3des-sha1", "3DES_CBC", None, "MODP_1024"),
+    "aes128-sha1-modp2048": ("aes128-sha1", "AES_CBC", "128", "MODP_2048"),
+}
+STEP_S = 10.0  # bound on every single wait; the whole file stays far below it in total
+
+
+class Side:
+    """Our endpoint in ns[0]: the service, the ESP echo responder, and every event seen."""
+
+    def __init__(self, service: IkeService, echo: EspEcho, local: str) -> None:
+        self.service, self.echo, self.local = service, echo, local
+        self.events: list[Event] = []
+        self._changed = asyncio.Event()
+        self._task = asyncio.create_task(self._consume())
+
+    async def _consume(self) -> None:
+        while True:
+            event = await self.service.next_event()
+            self.events.append(event)
+            if isinstance(event, Phase2Established):
+                self.echo.install(event, local=self.local)
+            elif isinstance(event, Phase2Deleted):
+                for spi in event.spis:
+                    self.echo.remove(spi)
+            self._changed.set()
+
+    async def wait(self, predicate: Callable[[Event], bool], what: str) -> Any:
+        """The first event (seen so far or coming) that satisfies ``predicate``."""
+        deadline = asyncio.get_running_loop().time() + STEP_S
+        while True:
+            found = next((e for e in self.events if predicate(e)), None)
+            if found is not None:
+                return found
+            self._changed.clear()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(left, 0))
+            except TimeoutError:
+                raise AssertionError(f"no {what} within {STEP_S} s; events: {self.events!r}") from None
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self.service.close()
+
+
+async def _start_side(netns_pair, config: StaticConfig) -> Side:
+    echo = EspEcho()
+    ns, local = netns_pair.ns[0], netns_pair.addrs[0]
+    service = await create_endpoint(config, local, ike_sock=netns_socket(ns), natt_sock=netns_socket(ns),
+                                    esp_handler=echo.handle)
+    echo.service = service
+    return Side(service, echo, local)
+
+
+def _our_config(netns_pair, ike: str, esp: str) -> StaticConfig:
+    return StaticConfig.build(
+        psk=LAB_PSK.encode(), ike=[ike], esp=[esp], mode="tunnel",
+        local_ts=[f"{netns_pair.addrs[0]}/32", f"{netns_pair.inner[0]}/32"],
+        remote_ts=[f"{netns_pair.addrs[1]}/32", f"{netns_pair.inner[1]}/32"],
+    )
+
+
+def _children(netns_pair) -> dict[str, tuple[str, str, str, str]]:
+    """child name -> (our TS, charon's TS, our ping source, charon's address to ping)."""
+    a, b = netns_pair.addrs
+    ia, ib = netns_pair.inner
+    return {"net": (ia, ib, ia, ib), "host": (a, b, a, b)}
+
+
+def _charon_child(sas: list[IkeSa], name: str) -> tuple[IkeSa, ChildSa] | None:
+    for ike in sas:
+        child = ike.child(name)
+        if child is not None and child.state == "INSTALLED":
+            return ike, child
+    return None
+
+
+async def _charon(charon: Charon, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+    """Run a blocking swanctl call off the loop (our endpoint must keep answering meanwhile)."""
+    return await asyncio.to_thread(fn, *args, **kw)
+
+
+def _assert_same_sa(ours: Phase2Established, ike: IkeSa, child: ChildSa, suite: tuple, *, we_initiated: bool) -> None:
+    """Both sides list the same ISAKMP SA and the same ESP SA pair with crossed SPIs."""
+    _, encr, keysize, group = suite
+    assert ike.state == "ESTABLISHED" and ike.version == 1
+    assert ike.is_initiator is (not we_initiated)
+    assert ours.cookies == (ike.initiator_spi.to_bytes(8, "big"), ike.responder_spi.to_bytes(8, "big"))
+    assert (ike.encr_alg, ike.dh_group) == (encr, group) and ike.encr_keysize == (int(keysize) if keysize else None)
+    assert ike.local_port == ike.remote_port == 4500  # both floated to NAT-T (RFC 3947 §4)
+    (sa,) = ours.sas
+    assert (child.protocol, child.mode, child.is_encap) == ("ESP", "TUNNEL", True)
+    assert (sa.spi_in, sa.spi_out) == (child.spi_out, child.spi_in)
+    assert ours.mode == "tunnel" and ours.encapsulation == "udp"
+    assert (ours.local_port, ours.peer_port) == (4500, 4500)
+    assert ours.is_initiator is we_initiated
+    assert [str(ours.local_ts.network)] == list(child.remote_ts)
+    assert [str(ours.remote_ts.network)] == list(child.local_ts)
+
+
+async def _pings(netns_pair, side: Side, charon: Charon, name: str, ours: Phase2Established) -> None:
+    """charon's kernel pings us through the tunnel, and we ping it; both get answers."""
+    _, _, our_addr, their_addr = _children(netns_pair)[name]
+    spi_in = ours.sas[0].spi_in
+    before = len(side.echo.answered)
+    out = await asyncio.to_thread(
+        netns_pair.run, 1, ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "2", our_addr], check=False)
+    assert out.returncode == 0, out.stdout + out.stderr + f"\necho stats: {side.echo.stats}"
+    answered = side.echo.answered[before:]
+    assert len(answered) >= 2
+    assert all(spi == spi_in and e.source == their_addr and e.destination == our_addr for spi, e in answered)
+    reply = await side.echo.ping(spi_in, our_addr, their_addr, ident=0x5151, seq=len(side.echo.answered))
+    assert (reply.source, reply.destination) == (their_addr, our_addr)
+    (_, child) = _charon_child(await _charon(charon, charon.list_sas), name)
+    assert child.packets_in >= 3 and child.packets_out >= 3  # two pings answered + one echo
+
+
+async def _scenario(netns_pair, charon: Charon, suite_name: str, *, we_initiate: bool) -> None:
+    suite = SUITES[suite_name]
+    config = _our_config(netns_pair, suite_name, suite[0])
+    side = await _start_side(netns_pair, config)
+    peer = (netns_pair.addrs[1], 500)
+    try:
+        established: dict[str, Phase2Established] = {}
+        for name, (ours_ts, theirs_ts, _, _) in _children(netns_pair).items():
+            if we_initiate:
+                phase2 = config.phase2(TrafficSelector.host(ours_ts), TrafficSelector.host(theirs_ts))
+                ev = await asyncio.wait_for(side.service.initiate(peer, phase2), STEP_S)
+                assert isinstance(ev, Phase2Established), ev
+            else:
+                await _charon(charon, charon.initiate, "hq", name, timeout=STEP_S)
+                ev = await side.wait(lambda e, n=name: isinstance(e, Phase2Established)
+                                     and str(e.local_ts.network) == f"{_children(netns_pair)[n][0]}/32",
+                                     f"Phase2Established for {name}")
+            established[name] = ev
+            found = await _charon(charon, charon.wait_for, lambda sas, n=name: _charon_child(sas, n),
+                                  timeout=STEP_S, what=f"CHILD_SA {name} INSTALLED")
+            _assert_same_sa(ev, *found, suite, we_initiated=we_initiate)
+        p1 = [e for e in side.events if isinstance(e, Phase1Established)]
+        assert len(p1) == 1 and p1[0].nat_detected and p1[0].is_initiator is we_initiate
+        assert len(await _charon(charon, charon.list_sas)) == 1  # one Main Mode, two Quick Modes
+        assert not [e for e in side.events if isinstance(e, NegotiationFailed)]
+
+        for name, ev in established.items():
+            await _pings(netns_pair, side, charon, name, ev)
+
+        # A Delete from us removes "net" at charon; one from charon removes "host" here.
+        net, host = established["net"].sas[0], established["host"].sas[0]
+        side.service.delete_phase2(peer, net.spi_in)
+        await _charon(charon, charon.wait_for, lambda sas: not _charon_child(sas, "net"), timeout=STEP_S,
+                      what="net deleted")
+        assert ("ESP", net.spi_in) in charon.deletes_received()  # the SPI we receive on
+        mine = await side.wait(lambda e: isinstance(e, Phase2Deleted) and net.spi_in in e.spis, "our Delete")
+        assert not mine.by_peer
+        await _charon(charon, charon.terminate, ike="hq", child="host")
+        theirs = await side.wait(lambda e: isinstance(e, Phase2Deleted) and host.spi_in in e.spis,
+                                 "charon's Delete")
+        assert theirs.by_peer and theirs.spis == (host.spi_in,)
+
+        # the ISAKMP SA: charon deletes it when it initiated, we do when we did
+        if we_initiate:
+            side.service.delete_phase1(peer)
+            await _charon(charon, charon.wait_for, lambda sas: not sas, timeout=STEP_S, what="IKE SA deleted")
+            assert ("IKE", None) in charon.deletes_received()
+            gone = await side.wait(lambda e: isinstance(e, Phase1Deleted), "Phase1Deleted")
+            assert not gone.by_peer
+        else:
+            await _charon(charon, charon.terminate, ike="hq")
+            gone = await side.wait(lambda e: isinstance(e, Phase1Deleted), "Phase1Deleted")
+            assert gone.by_peer
+        assert gone.cookies == p1[0].cookies
+        assert side.echo.stats["IntegrityError"] == side.echo.stats["unknown_spi"] == 0
+    finally:
+        await side.close()
+
+
+def _run(coro, loop: str) -> None:
+    factory = uvloop.new_event_loop if loop == "uvloop" and uvloop is not None else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(coro)
+
+
+def _start_charon(charon_factory, netns_pair, suite_name: str) -> Charon:
+    conf = SwanctlConfig.for_pair(netns_pair, 1, proposals=(suite_name,), esp_proposals=(SUITES[suite_name][0],),
+                                  children=("net", "host"))
+    return charon_factory(1, conf, name="hq2")
+
+
+@pytest.mark.parametrize("suite_name", list(SUITES))
+def test_we_initiate_to_charon(charon_factory, netns_pair, suite_name):
+    """Our initiator (on uvloop) against charon as responder: MM + two QMs, pings, Deletes."""
+    charon = _start_charon(charon_factory, netns_pair, suite_name)
+    _run(_scenario(netns_pair, charon, suite_name, we_initiate=True), "uvloop")
+
+
+@pytest.mark.parametrize("suite_name", list(SUITES))
+def test_charon_initiates_to_us(charon_factory, netns_pair, suite_name):
+    """charon as initiator against our responder (on the standard loop): MM + two QMs, pings, Deletes."""
+    charon = _start_charon(charon_factory, netns_pair, suite_name)
+    _run(_scenario(netns_pair, charon, suite_name, we_initiate=False), "asyncio")
