@@ -5,7 +5,9 @@ Per Diffie-Hellman group (14 = MODP2048, 19 = ECP P-256), one negotiation at a t
 - ``dh floor``: the bare DH work of one setup (each side generates a key pair and computes g^xy,
   through ``ikeproto.dh`` exactly as the endpoint does) — the ceiling nothing can beat;
 - ``MM+QM in-process``: two fresh ``IkeEndpoint`` objects, datagrams handed over in memory,
-  until both sides report ``Phase2Established`` (9 messages: MM 1-6, QM 1-3);
+  until both sides report ``Phase2Established`` (9 messages: MM 1-6, QM 1-3), with the IKE debug
+  trace off (its default in production); ``MM+QM, trace on``: the same with the trace on and a
+  logger that drops every line (what building the trace costs);
 - ``MM+QM over UDP``: the same through the asyncio adapter (uvloop when installed) between
   127.0.0.1 and 127.0.0.2 over loopback sockets;
 - ``QM only``: another Quick Mode on the established ISAKMP SA (no DH without PFS).
@@ -54,11 +56,11 @@ def _configs(ike: str) -> tuple[StaticConfig, StaticConfig]:
     return one(A, B), one(B, A)
 
 
-def _endpoint(config: StaticConfig, local: str):
+def _endpoint(config: StaticConfig, local: str, *, trace: bool = False):
     from ikeproto.endpoint import IkeEndpoint
 
     return IkeEndpoint(config=config, local_address=local, ike_port=500, natt_port=4500, rng=os.urandom,
-                       logger=_quiet_logger())
+                       logger=_quiet_logger(), trace=trace)
 
 
 def _pump(a, b, now: float) -> int:
@@ -84,15 +86,16 @@ def _drain(ep) -> list:
 class InProcess:
     """Full and Quick-Mode-only negotiations between two in-memory endpoints."""
 
-    def __init__(self, ike: str) -> None:
+    def __init__(self, ike: str, *, trace: bool = False) -> None:
         self.conf_a, self.conf_b = _configs(ike)
         self.phase2 = self.conf_a.phase2(TrafficSelector.host(A), TrafficSelector.host(B))
+        self.trace = trace
         self.now = 1000.0
         self.a = self.b = None
 
     def full(self) -> None:
         self.now += 0.001
-        a, b = _endpoint(self.conf_a, A), _endpoint(self.conf_b, B)
+        a, b = _endpoint(self.conf_a, A, trace=self.trace), _endpoint(self.conf_b, B, trace=self.trace)
         rid = a.initiate(peer=(B, 500), phase2=self.phase2, now=self.now)
         _pump(a, b, self.now)
         self._check(a, b, rid)
@@ -136,11 +139,13 @@ class OverUdp:
             natt = probe.getsockname()[1]
             probe.close()
             try:
-                a = await create_endpoint(self.conf_a, A, ike_port=0, natt_port=natt, logger=_quiet_logger())
+                a = await create_endpoint(self.conf_a, A, ike_port=0, natt_port=natt, logger=_quiet_logger(),
+                                          trace=False)
             except OSError:
                 continue
             try:
-                b = await create_endpoint(self.conf_b, B, ike_port=0, natt_port=natt, logger=_quiet_logger())
+                b = await create_endpoint(self.conf_b, B, ike_port=0, natt_port=natt, logger=_quiet_logger(),
+                                          trace=False)
             except OSError:
                 a.close()
                 continue
@@ -189,6 +194,8 @@ def main() -> None:
         bench = InProcess(ike)
         ops, t = measure(bench.full, seconds=seconds)
         rows.append(Row(case, "MM+QM in-process", ops, t, ceiling=floor))
+        ops, t = measure(InProcess(ike, trace=True).full, seconds=seconds)
+        rows.append(Row(case, "MM+QM, trace on", ops, t, ceiling=floor))
         udp = OverUdp(ike)
         try:
             ops, t = measure(udp.full, seconds=seconds)

@@ -270,11 +270,14 @@ class _CtrEngine(EspEngine):
         header = _HEADER.pack(self.spi, seq & _MASK32)
         block = modes.CTR(self._salt + iv + _COUNTER_ONE)
         ciphertext = Cipher(self._algorithm, block).encryptor().update(plaintext)
+        if self.mac is None:
+            return header, iv, ciphertext
         return header, iv, ciphertext, self.mac.compute(header, iv, ciphertext, self._tail(seq))
 
     def open(self, packet: Buffer, start: int, end: int, seq: int) -> bytes:
         ct_end = end - self.icv_size
-        self._verify_mac(packet, start, ct_end, end, seq)
+        if self.mac is not None:
+            self._verify_mac(packet, start, ct_end, end, seq)
         block = modes.CTR(self._salt + packet[start + 8:start + 16] + _COUNTER_ONE)
         return Cipher(self._algorithm, block).decryptor().update(packet[start + 16:ct_end])
 

@@ -14,14 +14,14 @@ next one raises ``LifetimeExpired``.
 from __future__ import annotations
 
 import enum
+import logging
 from collections import deque
 from dataclasses import dataclass
 
-import structlog
-
 from espcore.errors import UsageError
 
-_log = structlog.get_logger("espcore")
+# Standard logging: silent unless the application routes it (structlog can, via stdlib).
+_log = logging.getLogger("espcore")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,8 +108,7 @@ class LifetimeTracker:
         self.state = new
         if new is SaState.HARD_EXPIRED:
             self.expired_by = limit
-        _log.debug("sa_state", spi=f"0x{self.spi:08x}", change=f"{old.value} -> {new.value}",
-                   limit=limit)
+        _log.debug("SA 0x%08x: %s -> %s (%s)", self.spi, old.value, new.value, limit)
         event_type = SoftLifetimeReached if new is SaState.SOFT_EXPIRED else HardLifetimeReached
         self._events.append(event_type(spi=self.spi, limit=limit))
         self._remark()

@@ -15,7 +15,8 @@ path), and ``send_esp`` sends ESP-in-UDP from the same socket.
 
 Does not own: any protocol decision (the endpoint demultiplexes by cookie, retransmits, expires),
 ESP processing (the application's handler), the NAT-T float itself (RFC 3947 §4, the endpoint says
-which local port to send from) or keep-alive timing.
+which local port to send from) or keep-alive timing (the endpoint's ``nat_keepalives`` says when;
+the adapter only sends the 0xFF octet).
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ class IkeService:
     """An ``IkeEndpoint`` on the event loop: made by ``create_endpoint``, ended by ``close``.
 
     ``endpoint`` is the sans-I/O core (read its ``stats``, ``ike_sas()``); ``stats`` counts what
-    the adapter itself dropped or passed on. Events are queued in ``events`` (``next_event()``
-    awaits the next one); ``initiate`` also returns a future for its outcome.
+    the adapter itself dropped or passed on. Every event is queued in ``events`` (``next_event()``
+    awaits the next one; an application that only uses the futures should still drain it);
+    ``initiate`` also returns a future for its outcome.
     """
 
     def __init__(
@@ -210,9 +212,10 @@ class IkeService:
     # -- outputs ---------------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Send queued datagrams, pass on queued events, re-arm the single timer."""
+        """Send queued datagrams and NAT-keepalives, pass on queued events, re-arm the single timer."""
         endpoint = self.endpoint
-        for data, addr, local_port in endpoint.datagrams_to_send(self._loop.time()):
+        now = self._loop.time()
+        for data, addr, local_port in endpoint.datagrams_to_send(now):
             transport = self._transports.get(local_port)
             if transport is None:
                 self.stats["unroutable"] += 1
@@ -221,6 +224,11 @@ class IkeService:
             if local_port == self.natt_port:
                 data = udp_encap.encapsulate_ike(data)  # RFC 3948 §2.2: non-ESP marker
             transport.sendto(data, addr)
+        for addr, local_port in endpoint.nat_keepalives(now):
+            # RFC 3948 §2.3: the single octet 0xFF, no marker, from the port the IKE SA uses
+            transport = self._transports.get(local_port)
+            if transport is not None:
+                transport.sendto(udp_encap.keepalive(), addr)
         while (event := endpoint.next_event()) is not None:
             self.events.put_nowait(event)
             request_id = getattr(event, "request_id", None)

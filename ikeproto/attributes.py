@@ -12,8 +12,8 @@ model (``int`` value = TV, ``bytes`` value = TLV) so serialization is byte-exact
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
 
 from ikeproto.errors import LengthMismatchError, MalformedError, UsageError
 
@@ -69,16 +69,44 @@ class Attribute:
         return v if isinstance(v, int) else int.from_bytes(v, "big")
 
 
+def fast_factory(cls: type) -> Callable[..., object]:
+    """A positional constructor for a frozen slots dataclass that fills its slots directly.
+
+    The parsers build many small records; skipping the generated ``__init__`` (keyword handling
+    and ``object.__setattr__`` per field) makes them 2-3 times faster. Only for parsers, which
+    pass every field in declaration order with values already checked."""
+    names = [f.name for f in fields(cls)]
+    env: dict[str, object] = {"new": object.__new__, "cls": cls}
+    env.update({f"set_{n}": getattr(cls, n).__set__ for n in names})
+    body = "".join(f"    set_{n}(obj, {n})\n" for n in names)
+    exec(f"def make({', '.join(names)}):\n    obj = new(cls)\n{body}    return obj\n", env)  # noqa: S102 - as dataclasses does
+    return env["make"]  # type: ignore[return-value]
+
+
+_make_attribute = fast_factory(Attribute)
+_FAST_MAX = 32  # attributes per transform handled by the one-unpack fast path
+_U16_RUNS = [struct.Struct(f"!{i}H") for i in range(2 * _FAST_MAX + 1)]
+
+
 def pull_attributes(data: bytes, offset: int, end: int, *, payload_type: int | None = None) -> tuple[Attribute, ...]:
     """Parse attributes filling ``data[offset:end]`` exactly; raise on any overrun."""
+    n = end - offset
+    if 0 < n <= 4 * _FAST_MAX and not n & 3:
+        # Fast path for the usual all-basic list (phase 1 and most phase 2 transforms).
+        words = _U16_RUNS[n >> 1].unpack_from(data, offset)
+        types = words[0::2]
+        if min(types) & 0x8000:
+            return tuple(map(_make_attribute, [t & 0x7FFF for t in types], words[1::2]))
     out = []
+    append = out.append
+    make = _make_attribute
     unpack = _U16x2.unpack_from
     while offset < end:
         if end - offset < 4:
             raise MalformedError("attribute header cut short", offset=offset, payload_type=payload_type)
         word, val = unpack(data, offset)
-        if word & _AF:
-            out.append(Attribute(type=word & 0x7FFF, value=val))
+        if word & 0x8000:
+            append(make(word & 0x7FFF, val))
             offset += 4
         else:
             stop = offset + 4 + val
@@ -89,7 +117,7 @@ def pull_attributes(data: bytes, offset: int, end: int, *, payload_type: int | N
                     offset=offset,
                     payload_type=payload_type,
                 )
-            out.append(Attribute(type=word, value=data[offset + 4 : stop]))
+            append(make(word, data[offset + 4 : stop]))
             offset = stop
     return tuple(out)
 

@@ -62,6 +62,16 @@ class Phase1Config:
     # and what a data path without raw sockets (no root) needs.
     force_encapsulation: bool = False
     initial_contact: bool = True
+    # RSA-signature authentication (auth "rsa-sig"; the signature mechanics of RFC 2409 §5.1,
+    # certificate *policy* is a later issue). ``private_key`` is a ``cryptography`` RSA private
+    # key; ``certificate`` our X.509 certificate (DER bytes or a ``cryptography`` certificate),
+    # sent in a CERT payload when set. The peer is trusted when its signature verifies with
+    # ``peer_public_key`` (a ``cryptography`` RSA public key), or with the key of the certificate
+    # it sent when that certificate is one of ``trusted_certificates`` or directly issued by one.
+    private_key: object | None = field(default=None, repr=False)
+    certificate: object | None = None
+    peer_public_key: object | None = None
+    trusted_certificates: tuple[object, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +115,26 @@ class Phase2Config:
     remote_ts: TrafficSelector
     mode: Mode = "transport"
     pfs_group: int | None = None  # session-key PFS: a fresh DH in Quick Mode
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetransmitPolicy:
+    """When an endpoint resends a message that was not answered, and when it gives up.
+
+    Intervals start at ``initial_s`` and grow by ``backoff`` up to ``max_interval_s``. Before the
+    peer has answered anything in a negotiation (Main Mode message 1 unanswered) at most
+    ``first_retransmits`` copies are resent and the negotiation is given up ``first_give_up_s``
+    after the first send: the defaults (0.5 s, 1.5 s, give up at 3 s) let an agent fall back to
+    clear text within 3 seconds for a peer that does not speak IKE. Once the peer has answered,
+    ``retransmits`` copies are resent and the give-up comes one more interval after the last.
+    """
+
+    initial_s: float = 0.5
+    backoff: float = 2.0
+    max_interval_s: float = 8.0
+    first_retransmits: int = 2
+    first_give_up_s: float = 3.0
+    retransmits: int = 5
 
 
 class ConfigProvider(Protocol):

@@ -20,7 +20,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import IntEnum
+from ikeproto.enums import EncryptionAlgorithm, HashAlgorithm
 
 from cryptography.hazmat.primitives.ciphers import Cipher as _CbcCipher
 from cryptography.hazmat.primitives.ciphers import CipherAlgorithm as _Algorithm
@@ -53,29 +53,6 @@ __all__ = [
 # RFC 2408 §3.14.1 Notify Message Types used here (enums.NotifyType names them too).
 ATTRIBUTES_NOT_SUPPORTED = 13
 PAYLOAD_MALFORMED = 16
-
-
-class EncryptionAlgorithm(IntEnum):
-    """Phase-1 Encryption Algorithm values (RFC 2409 Appendix A; 7 assigned by IANA, RFC 3602)."""
-
-    DES_CBC = 1
-    IDEA_CBC = 2
-    BLOWFISH_CBC = 3
-    RC5_R16_B64_CBC = 4
-    TRIPLE_DES_CBC = 5  # "3DES-CBC" in the RFC table
-    CAST_CBC = 6
-    AES_CBC = 7
-
-
-class HashAlgorithm(IntEnum):
-    """Phase-1 Hash Algorithm values (RFC 2409 Appendix A; 4-6 assigned by IANA)."""
-
-    MD5 = 1
-    SHA = 2
-    TIGER = 3
-    SHA2_256 = 4
-    SHA2_384 = 5
-    SHA2_512 = 6
 
 
 class UnsupportedAlgorithm(ProtocolError):

@@ -38,6 +38,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from cryptography.exceptions import UnsupportedAlgorithm as _BackendUnsupported
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.utils import CryptographyDeprecationWarning
@@ -102,7 +103,11 @@ class DhGroup(ABC):
         """A fresh key pair drawn from ``rng(n) -> bytes`` (``os.urandom`` by default)."""
 
     def check_public(self, peer_public: bytes) -> None:
-        """Raise ``InvalidPublicValue`` unless ``peer_public`` is a valid KE value of this group."""
+        """Raise ``InvalidPublicValue`` unless ``peer_public`` is a valid KE value of this group.
+
+        MODP: length, then not 0, 1, p-1 or >= p. ECP: length, then on the curve. Curve25519:
+        length only; ``compute`` refuses the low-order points by their all-zero result.
+        """
         if len(peer_public) != self.public_length:
             # RFC 2409 §5: the KE value MUST be the length of the group (zero-prefixed).
             raise InvalidPublicValue(
@@ -183,7 +188,7 @@ class _ModpGroup(DhGroup):
         if self._use_openssl:
             try:
                 return self._generate_openssl(x)
-            except (ValueError, TypeError):  # pragma: no cover - backend without named FFDH groups
+            except (ValueError, TypeError, _BackendUnsupported):  # pragma: no cover - no FFDH backend
                 self._use_openssl = False
         return _ModpPrivate(self, x, self.power_of_generator(x).to_bytes(self.public_length, "big"), None)
 
@@ -279,12 +284,17 @@ class _EcpGroup(DhGroup):
         # FIPS 186-4 B.4.1: 64 extra random bits, then reduce into [1, n-1] with negligible bias.
         d = int.from_bytes(_draw(draw, self.field_length + 8), "big") % (self.order - 1) + 1
         key = ec.derive_private_key(d, self.curve)
-        point = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        point = key.public_key().public_bytes(
+            serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+        )
         return _EcpPrivate(self, point[1:], key)  # RFC 5903 §7: x | y, no 0x04 format octet
+
+    def check_public(self, peer_public: bytes) -> None:
+        self.load_public(peer_public)
 
     def load_public(self, peer_public: bytes) -> ec.EllipticCurvePublicKey:
         """The peer's point, refused unless it has the right length and lies on the curve."""
-        self.check_public(peer_public)
+        DhGroup.check_public(self, peer_public)
         try:
             return ec.EllipticCurvePublicKey.from_encoded_point(self.curve, b"\x04" + peer_public)
         except ValueError as exc:

@@ -36,6 +36,7 @@ __all__ = [
     "ProtocolId",
     "Situation",
     "enum_name",
+    "is_error_notify",
 ]
 
 
@@ -420,8 +421,14 @@ class NotifyType(IntEnum):
 
     @property
     def is_error(self) -> bool:
-        """RFC 2408 §3.14.1: types 1-8191 are errors, 16384-24575 (and DOI status) are status."""
-        return 1 <= self.value <= 8191
+        """True for error types (see ``is_error_notify``)."""
+        return is_error_notify(self.value)
+
+
+def is_error_notify(notify_type: int) -> bool:
+    """RFC 2408 §3.14.1: 1-16383 are errors (8192-16383 private use); 16384 and up are status
+    (24576-32767 DOI-specific such as RESPONDER-LIFETIME, 32768-40959 private use such as DPD)."""
+    return 1 <= notify_type <= 16383
 
 
 def enum_name(enum: type[IntEnum], value: int) -> str:

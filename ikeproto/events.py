@@ -81,6 +81,10 @@ class Phase2Established(Event):
     pfs_group: int | None
     local_port: int  # the UDP ports IKE ended on (4500 after a NAT-T float): ESP-in-UDP uses them
     peer_port: int
+    local_address: str | None = None  # our IP as the peer's IDs and tunnel endpoints name it
+    # RFC 3947 §5.2 NAT-OA: the peer's original address (transport mode through a NAT), for the
+    # checksum fix-up of RFC 3948 §3.1.2; None when not sent.
+    peer_original_address: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

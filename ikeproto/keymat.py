@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from enum import IntEnum
+from ikeproto.enums import ProtocolId  # noqa: F401  (re-exported: the KEYMAT protocol octet)
 
 from ikeproto.crypto import Cipher, Hash, decrypt_body, encrypt_body
 from ikeproto.errors import ProtocolError, UsageError
@@ -47,13 +47,6 @@ __all__ = [
 Prf = Callable[[bytes, bytes], bytes]
 
 
-class ProtocolId(IntEnum):
-    """IPsec DOI protocol identifiers (RFC 2407 §4.4.1), the "protocol" octet of KEYMAT."""
-
-    PROTO_ISAKMP = 1
-    PROTO_IPSEC_AH = 2
-    PROTO_IPSEC_ESP = 3
-    PROTO_IPCOMP = 4
 
 
 def _mid(message_id: int) -> bytes:

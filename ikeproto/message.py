@@ -48,11 +48,14 @@ from ikeproto.proposals import SaPayload
 
 __all__ = [
     "HEADER_LENGTH",
+    "PAYLOAD_CLASSES",
     "Message",
     "parse_message",
     "parse_payloads",
     "pull_payloads",
+    "push_payload",
     "push_payloads",
+    "serialize_header",
     "serialize_message",
     "serialize_payload",
     "serialize_payload_body",

@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ikeproto.attributes import fast_factory
 from ikeproto.enums import Doi, IdType, PayloadType, ProtocolId
 from ikeproto.errors import (
     InvalidIdInformationError,
@@ -46,6 +47,7 @@ __all__ = [
     "check_spi_size",
 ]
 
+_FACTORIES: dict[type, object] = {}
 _U32 = struct.Struct("!I")
 _ID_FIXED = struct.Struct("!BBH")
 _NOTIFY_FIXED = struct.Struct("!IBBH")
@@ -113,7 +115,8 @@ class _DataPayload(Payload):
 
     @classmethod
     def _pull(cls, data: bytes, start: int, end: int, ptype: int, reserved: int) -> Payload:
-        return cls(data=data[start:end], reserved=reserved)
+        make = _FACTORIES.get(cls) or _FACTORIES.setdefault(cls, fast_factory(cls))
+        return make(reserved=reserved, data=data[start:end])  # type: ignore[no-any-return]
 
     def _push_body(self, out: bytearray) -> None:
         out += self.data

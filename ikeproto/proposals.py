@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ikeproto.attributes import Attribute, pull_attributes, push_attributes
+from ikeproto.attributes import Attribute, fast_factory, pull_attributes, push_attributes
 from ikeproto.enums import Doi, IsakmpTransformId, PayloadType, ProtocolId, Situation
 from ikeproto.errors import BadProposalSyntaxError, LengthMismatchError, MalformedError, UsageError
 from ikeproto.payloads import Payload, check_spi_size
@@ -108,6 +108,10 @@ class SaPayload(Payload):
         push_proposals(out, self.proposals)
 
 
+_make_transform = fast_factory(Transform)
+_make_proposal = fast_factory(Proposal)
+
+
 def _skip_labeled_domain(data: bytes, pos: int, end: int, situation: int, base: int) -> int:
     """End offset of the RFC 2407 §4.6.1 fields after the situation bitmap: the Labeled Domain
     Identifier, then per SIT_SECRECY / SIT_INTEGRITY a level (length in octets) and a category
@@ -153,7 +157,7 @@ def _pull_proposals(data: bytes, pos: int, end: int) -> tuple[Proposal, ...]:
             raise LengthMismatchError(f"SPI of {spi_size} octets overruns the proposal", offset=pos + 6, payload_type=PayloadType.PROPOSAL)
         transforms = _pull_transforms(data, spi_end, stop, count, pos)
         out.append(
-            Proposal(number=number, protocol_id=protocol_id, spi=data[pos + 8 : spi_end], transforms=transforms, reserved=reserved)
+            _make_proposal(number=number, protocol_id=protocol_id, spi=data[pos + 8 : spi_end], transforms=transforms, reserved=reserved)
         )
         pos = stop
     if pos != end:
@@ -177,7 +181,7 @@ def _pull_transforms(data: bytes, pos: int, end: int, count: int, prop_at: int) 
         if nxt not in (PayloadType.NONE, PayloadType.TRANSFORM):
             raise BadProposalSyntaxError(f"next payload {nxt} inside a proposal", offset=pos, payload_type=PayloadType.TRANSFORM)
         attrs = pull_attributes(data, pos + 8, stop, payload_type=PayloadType.TRANSFORM)
-        out.append(Transform(number=number, transform_id=transform_id, attributes=attrs, reserved=reserved, reserved2=reserved2))
+        out.append(_make_transform(number=number, transform_id=transform_id, attributes=attrs, reserved=reserved, reserved2=reserved2))
         pos = stop
         if len(out) > count:
             break

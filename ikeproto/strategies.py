@@ -31,6 +31,8 @@ Example, fuzzing a responder on the lab network::
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import strategies as st
 
 from ikeproto import vendor_ids
@@ -425,7 +427,8 @@ def _encrypted(exchange_type: int, first: int, message_id: st.SearchStrategy[int
 def messages(exchange_type: int | None = None) -> st.SearchStrategy[Message]:
     """Messages shaped as the exchange sends them (RFC 2409 §5): Main Mode 1-6 (5/6 encrypted),
     Aggressive Mode 1-2, Quick Mode (clear payload order, or encrypted), Informational (N or D,
-    clear or encrypted). ``exchange_type`` picks one exchange; None mixes all."""
+    clear or encrypted). ``exchange_type`` picks one exchange (other types get arbitrary payloads);
+    None mixes the four."""
     isakmp_sa = st.builds(SaPayload.ipsec, st.lists(proposals(ProtocolId.ISAKMP), min_size=1, max_size=2))
     ipsec_sa = st.builds(SaPayload.ipsec, st.lists(proposals(ProtocolId.IPSEC_ESP) | proposals(ProtocolId.IPSEC_AH), min_size=1, max_size=3))
     nat_d = st.lists(nat_d_payloads(), min_size=0, max_size=2)
@@ -462,7 +465,10 @@ def messages(exchange_type: int | None = None) -> st.SearchStrategy[Message]:
     table = {mm: main, ExchangeType.AGGRESSIVE: aggressive, ExchangeType.QUICK_MODE: quick, ExchangeType.INFORMATIONAL: info}
     if exchange_type is None:
         return st.one_of(*table.values())
-    return table[ExchangeType(exchange_type)]
+    if exchange_type in table:
+        return table[exchange_type]
+    # Base, Authentication Only, Transaction, New Group, private: any payloads under that type.
+    return arbitrary_messages().map(lambda m: replace(m, exchange_type=exchange_type))
 
 
 def wire_messages(exchange_type: int | None = None) -> st.SearchStrategy[bytes]:

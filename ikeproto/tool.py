@@ -260,16 +260,16 @@ def _settings(argv: Sequence[str] | None) -> tuple[str, dict[str, Any], int]:
     if args.config:
         with open(args.config, "rb") as f:
             settings = {k.replace("-", "_"): v for k, v in tomllib.load(f).items()}
-        unknown = set(settings) - {a.dest for a in _parser()._actions} - {"psk"}
+        unknown = set(settings) - {a.dest for a in _parser()._actions}
         if unknown:
             raise UsageError(f"{args.config}: unknown settings {sorted(unknown)}")
     for key, value in vars(args).items():
-        if value is not None and key not in ("command", "config", "verbose"):
+        if value is not None and key not in ("command", "config"):
             settings[key] = value
     for key in ("ike", "esp", "local_ts", "remote_ts"):
         if isinstance(settings.get(key), str):
             settings[key] = [settings[key]]
-    return args.command, settings, args.verbose
+    return args.command, settings, settings.get("verbose", 0)
 
 
 def _read_psk(settings: dict[str, Any]) -> bytes:
@@ -309,7 +309,8 @@ async def _run(command: str, s: dict[str, Any]) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    service = await create_endpoint(config, local, ike_port=ike_port, natt_port=natt_port, logger=s.get("logger"))
+    service = await create_endpoint(config, local, ike_port=ike_port, natt_port=natt_port, logger=s.get("logger"),
+                                    trace=bool(s.get("verbose")))
     _emit({"event": "Listening", "local": local, "ike_port": service.ike_port, "natt_port": service.natt_port})
     state = _Tracker(keys=keys, count=s.get("count"), stop=stop)
     pumping = asyncio.create_task(_pump(service, state))
@@ -331,8 +332,11 @@ async def _run(command: str, s: dict[str, Any]) -> int:
         else:
             await stop.wait()
         if delete:
+            while not service.events.empty():  # what the peer deleted meanwhile
+                state.track(service.events.get_nowait())
             for who, spi in list(state.phase2):
-                service.delete_phase2(who, spi)
+                with contextlib.suppress(UsageError):  # gone since (expired, or deleted by the peer)
+                    service.delete_phase2(who, spi)
             for who in list(state.phase1):
                 service.delete_phase1(who)
             await asyncio.sleep(0.2)  # the Deletes leave at once; give their events a moment

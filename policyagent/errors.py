@@ -34,7 +34,7 @@ class Issue:
         return self.severity == "error"
 
     def __str__(self) -> str:
-        return _locate(self.path, self.line, self.rule, self.field, f"{self.severity}: {self.message}")
+        return _locate(self.path, self.line, self.rule, self.field, f"{self.severity} [{self.code}]: {self.message}")
 
 
 def _locate(path: str | None, line: int | None, rule: str | None, field: str | None, message: str) -> str:

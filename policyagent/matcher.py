@@ -399,17 +399,24 @@ class _Index:
 
     def add(self, entry: tuple, src: tuple | None, dst: tuple | None) -> None:
         # Entry: (rank, sv, slo, shi, dv, dlo, dhi, proto, sport, dport, decision); sides are
-        # (version, lo, hi, prefix-or-None) or None for any.
-        if dst is not None and dst[1] == dst[2]:
-            node = self.exact_dst.setdefault((dst[0], dst[1]), {})
-        elif src is not None and src[1] == src[2]:
-            node = self.exact_src.setdefault((src[0], src[1]), {})
-        elif dst is not None and dst[3] is not None:
-            node = self._prefix_node(self.prefix_dst, dst)
-        elif src is not None and src[3] is not None:
-            node = self._prefix_node(self.prefix_src, src)
-        else:
+        # (version, lo, hi, prefix-or-None, is_me) or None for any. The entry is filed under its
+        # more selective side: a specific peer address, else a prefix, else one of this host's
+        # own addresses (every local packet carries one, so that bucket is the crowded one).
+        def score(side: tuple | None) -> int:
+            if side is None:
+                return 0
+            if side[1] == side[2]:
+                return 1 if side[4] else 3
+            return 2 if side[3] is not None else 0
+
+        sd, ss = score(dst), score(src)
+        best = max(sd, ss)
+        if best == 0:
             node = self.residual
+        elif sd == best:
+            node = self._prefix_node(self.prefix_dst, dst) if sd == 2 else self.exact_dst.setdefault((dst[0], dst[1]), {})  # type: ignore[index]
+        else:
+            node = self._prefix_node(self.prefix_src, src) if ss == 2 else self.exact_src.setdefault((src[0], src[1]), {})  # type: ignore[index]
         proto, sport, dport = entry[7], entry[8], entry[9]
         if proto is None:
             key: object = -1
@@ -424,7 +431,7 @@ class _Index:
 
     @staticmethod
     def _prefix_node(tables: dict, side: tuple) -> dict:
-        v, lo, _, plen = side
+        v, lo, _, plen, _ = side
         shift = (32 if v == 4 else 128) - plen
         return tables.setdefault((v, plen), {}).setdefault(lo >> shift, {})
 
@@ -497,10 +504,10 @@ def _sides(address: Address, host: _Host) -> list[tuple | None]:
     if address.kind is AddressKind.ANY:
         return [None]
     if address.kind is AddressKind.ME:
-        return [(v, n, n, None) for v, n in sorted(host.local)]
+        return [(v, n, n, None, True) for v, n in sorted(host.local)]
     first, last = address.first, address.last
     plen = address.prefix if address.kind is AddressKind.SUBNET else None
-    return [(first.version, int(first), int(last), plen)]  # type: ignore[union-attr,arg-type]
+    return [(first.version, int(first), int(last), plen, False)]  # type: ignore[union-attr,arg-type]
 
 
 class Matcher(_Base):

@@ -18,6 +18,8 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
+from espcore import transforms as _transforms
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # --- algorithm names ---------------------------------------------------------------------------
@@ -31,21 +33,31 @@ class QmAlgorithm(NamedTuple):
     label: str  # ipsecpol-style short name used in negotiation specs
 
 
-# Quick-mode (ESP/AH) algorithms under their canonical espcore names. This one table will be
-# replaced by lookups into ``espcore.transforms`` when it lands (the lead wires it); nothing else
-# in policyagent names a quick-mode algorithm.
-QM_ALGORITHMS: dict[str, QmAlgorithm] = {
-    "null": QmAlgorithm("cipher", (), False, False, "NONE"),
-    "des-cbc": QmAlgorithm("cipher", (), False, True, "DES"),
-    "3des-cbc": QmAlgorithm("cipher", (), False, False, "3DES"),
-    "aes-cbc": QmAlgorithm("cipher", (128, 192, 256), False, False, "AES"),
-    "aes-gcm": QmAlgorithm("cipher", (128, 192, 256), True, False, "AESGCM"),
-    "hmac-md5-96": QmAlgorithm("integrity", (), False, True, "MD5"),
-    "hmac-sha1-96": QmAlgorithm("integrity", (), False, False, "SHA1"),
-    "hmac-sha2-256-128": QmAlgorithm("integrity", (), False, False, "SHA256"),
-    "hmac-sha2-384-192": QmAlgorithm("integrity", (), False, False, "SHA384"),
-    "hmac-sha2-512-256": QmAlgorithm("integrity", (), False, False, "SHA512"),
+# Quick-mode (ESP/AH) algorithms a policy may name: the canonical names of the one registry,
+# ``espcore.transforms``, which also says which are AEAD, weak, and which key sizes exist. Only the
+# ipsecpol-style labels of negotiation specs ("ESP[3DES,SHA1]") are the policy's own.
+_QM_LABELS: dict[str, str] = {
+    "null": "NONE",
+    "des-cbc": "DES",
+    "3des-cbc": "3DES",
+    "aes-cbc": "AES",
+    "aes-gcm": "AESGCM",
+    "hmac-md5-96": "MD5",
+    "hmac-sha1-96": "SHA1",
+    "hmac-sha2-256-128": "SHA256",
+    "hmac-sha2-384-192": "SHA384",
+    "hmac-sha2-512-256": "SHA512",
 }
+
+
+def _qm_algorithm(name: str, label: str) -> QmAlgorithm:
+    if name in _transforms.INTEGRITY:
+        return QmAlgorithm("integrity", (), False, _transforms.INTEGRITY[name].is_weak, label)
+    c = _transforms.cipher(name)
+    return QmAlgorithm("cipher", c.key_bits if len(c.key_bits) > 1 else (), c.is_aead, c.is_weak, label)
+
+
+QM_ALGORITHMS: dict[str, QmAlgorithm] = {name: _qm_algorithm(name, label) for name, label in _QM_LABELS.items()}
 
 # Main-mode (IKE phase 1) algorithms are IKE's own names (RFC 2409 Appendix A; groups by number,
 # RFC 2409 §6, RFC 3526, RFC 5903, RFC 8031). Weak ones load with a warning.
@@ -247,7 +259,11 @@ class ActionKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecurityMethod:
-    """One quick-mode offer: AH and/or ESP, with its own lifetimes (None = not specified)."""
+    """One quick-mode offer: AH and/or ESP, with its own lifetimes.
+
+    A lifetime of None is "not specified" (the seed's simplest policy): no lifetime is proposed
+    for it and the agent applies its default. Both given: whichever comes first ends the SA.
+    """
 
     ah_integrity: str | None = None
     esp_cipher: str | None = None  # "null" for integrity-only ESP

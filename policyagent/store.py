@@ -366,7 +366,8 @@ def loads_policy(text: str, *, path: str | None = None) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
-        raise PolicyFileError(path, int(m.group(1)) if m else None, None, None, f"not valid TOML: {exc}") from None
+        line = int(m.group(1)) if m else len(text.splitlines()) if "end of document" in str(exc) else None
+        raise PolicyFileError(path, line, None, None, f"not valid TOML: {exc}") from None
     try:
         return policy_from_dict(data)
     except _FieldError as exc:

@@ -278,13 +278,31 @@ def _check_auth(c: _Checker, where: str, rule: Rule) -> None:
             c.error("empty-root-ca", field, "a certificate method names its root certificate authority", rule.name)
 
 
-def _overlap(a: Address, b: Address) -> bool:
-    """Can one address be in both? ``me`` may be any address, so it overlaps everything."""
-    if a.kind in (AddressKind.ANY, AddressKind.ME) or b.kind in (AddressKind.ANY, AddressKind.ME):
-        return True
+def _overlap(a: Address, b: Address) -> tuple[bool, bool]:
+    """(can one address be in both, does that force it to be one of this host's own addresses).
+
+    ``me`` is some address of this host, unknown here: it can meet ``any``, ``me`` or any
+    concrete address, but then that address is a local one.
+    """
+    a_me, b_me = a.kind is AddressKind.ME, b.kind is AddressKind.ME
+    if a.kind is AddressKind.ANY or b.kind is AddressKind.ANY:
+        return True, a_me or b_me
+    if a_me or b_me:
+        return True, True
     if a.version != b.version:
-        return False
-    return int(a.first) <= int(b.last) and int(b.first) <= int(a.last)  # type: ignore[arg-type]
+        return False, False
+    return int(a.first) <= int(b.last) and int(b.first) <= int(a.last), False  # type: ignore[arg-type]
+
+
+def _pair_overlap(f1: Filter, f2: Filter) -> bool:
+    """Can one pair of hosts match both filters (in either orientation)? A pair whose two ends
+    would both have to be this host is not a pair of hosts."""
+    for s2, d2 in ((f2.source, f2.destination), (f2.destination, f2.source)):
+        s_ok, s_local = _overlap(f1.source, s2)
+        d_ok, d_local = _overlap(f1.destination, d2)
+        if s_ok and d_ok and not (s_local and d_local):
+            return True
+    return False
 
 
 def _check_host_pairs(c: _Checker, policy: Policy) -> None:
@@ -317,10 +335,7 @@ def _check_host_pairs(c: _Checker, policy: Policy) -> None:
             i2, r2, fld2, f2, w2 = entries[y]
             if i1 == i2 or r1.authentication == r2.authentication or (i1, i2) in reported:
                 continue
-            if not (
-                (_overlap(f1.source, f2.source) and _overlap(f1.destination, f2.destination))
-                or (_overlap(f1.source, f2.destination) and _overlap(f1.destination, f2.source))
-            ):
+            if not _pair_overlap(f1, f2):
                 continue
             if (w1 > w2 and f1.is_address_only) or (w2 > w1 and f2.is_address_only):
                 continue

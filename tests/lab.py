@@ -7,6 +7,7 @@ Users of the project run these tests without the shared lab scripts.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -61,9 +62,12 @@ class NetnsPair:
     inner: tuple[str, str] = ("192.0.2.101", "192.0.2.102")
     _up: bool = field(default=False, repr=False)
 
+    _serial = itertools.count()
+
     @classmethod
     def unique(cls) -> "NetnsPair":
-        tag = f"{os.getpid() % 100000}"
+        """Names unique to this process and call (veth names stay within 15 characters)."""
+        tag = f"{os.getpid() % 100000}{next(cls._serial) % 100}"
         return cls(ns=(f"pyipsec-{tag}-a", f"pyipsec-{tag}-b"), veth=(f"pyi{tag}a", f"pyi{tag}b"))
 
     def exec_argv(self, side: int, argv: list[str]) -> list[str]:

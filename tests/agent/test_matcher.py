@@ -33,7 +33,7 @@ from policyagent.model import (
     Policy,
     Rule,
 )
-from tests.agent.policy_strategies import LOCAL, filters, packets, packets_for, policies
+from tests.agent.policy_strategies import LOCAL, filters, packets_for, policies
 
 OUT, IN = Direction.OUTBOUND, Direction.INBOUND
 A, B = "127.0.0.1", "127.0.0.2"  # the demo's two hosts

@@ -78,6 +78,7 @@ class FakeEndpoint:
         self._timer: float | None = None
         self._requests: dict[int, tuple[tuple[str, int], int]] = {}
         self._next_id = 1
+        self.keepalives_owed: list[tuple[tuple[str, int], int]] = []
 
     # contract: commands and inputs
     def initiate(self, *, peer, phase2, now):
@@ -110,6 +111,8 @@ class FakeEndpoint:
             self._timer = None
         elif data == b"later":
             self._timer = now + 60
+        elif data == b"keepalive":
+            self.keepalives_owed.append((addr, self.natt_port))
 
     def handle_timer(self, now):
         self.timer_calls.append(now)
@@ -132,6 +135,10 @@ class FakeEndpoint:
 
     def get_timer(self):
         return self._timer
+
+    def nat_keepalives(self, now):
+        out, self.keepalives_owed = self.keepalives_owed, []
+        return out
 
     def next_event(self):
         return self._events.popleft() if self._events else None
@@ -344,6 +351,18 @@ def test_one_timer_follows_the_endpoint(run):
             await asyncio.sleep(0.1)  # five times the abandoned retransmission interval
             assert svc.endpoint.timer_calls == []
             assert svc._timer_at == svc.endpoint.get_timer()
+
+    run(main())
+
+
+def test_owed_keepalives_are_sent_from_their_port(run):
+    """A keep-alive the endpoint owes is the single 0xFF octet without marker (RFC 3948 §2.3)."""
+
+    async def main():
+        async with await _service() as svc:
+            peer = await _peer()
+            peer.send(b"keepalive", ("127.0.0.1", svc.ike_port))
+            assert await peer.recv() == (b"\xff", ("127.0.0.1", svc.natt_port))
 
     run(main())
 
@@ -655,7 +674,7 @@ def test_two_services_negotiate_and_delete_over_loopback(run):
 def test_forced_encapsulation_floats_to_natt_and_carries_esp(run):
     """With a faked NAT both sides float to the NAT-T port (RFC 3947 §4) and agree on ESP in UDP;
     ESP sent with send_esp reaches the peer's esp_handler and opens with the SAs from the events."""
-    from tests.interop.esp_echo import sas_from_phase2
+    from ikeproto.child_sa import espcore_sas
 
     async def main():
         got: asyncio.Queue = asyncio.Queue()
@@ -667,8 +686,8 @@ def test_forced_encapsulation_floats_to_natt_and_carries_esp(run):
             theirs = await _next(b, Phase2Established)
             for ev, svc in ((mine, a), (theirs, b)):
                 assert ev.encapsulation == "udp" and ev.local_port == ev.peer_port == svc.natt_port
-            [(_, out_a)] = sas_from_phase2(mine, local=A_ADDR, peer=B_ADDR)
-            [(in_b, _)] = sas_from_phase2(theirs, local=B_ADDR, peer=A_ADDR)
+            _, out_a = espcore_sas(mine, mine.sas[0], local_address=A_ADDR)
+            in_b, _ = espcore_sas(theirs, theirs.sas[0], local_address=B_ADDR)
             inner = bytes.fromhex("4500001c000100004001f7c87f0000017f000002") + bytes(8)
             a.send_esp(out_a.protect_payload(inner, 4), (B_ADDR, b.natt_port))
             data, addr = await asyncio.wait_for(got.get(), 5)

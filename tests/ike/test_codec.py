@@ -374,3 +374,35 @@ def test_reserved_octets_round_trip():
     msg = Message(initiator_cookie=ICKY, exchange_type=2, flags=0xF8, minor_version=3, payloads=(sa,))
     wire = serialize_message(msg)
     assert parse_message(wire) == msg
+
+
+def test_long_inputs_parse_in_one_linear_pass():
+    """The largest datagrams parse without recursion or quadratic copying: 16,376 empty payloads,
+    a transform with 16,000 attributes, a Delete with 16,000 SPIs, and a 400 KB decrypted chain."""
+    many = b"".join(b"\x0d\x00\x00\x04" for _ in range(16_375)) + b"\x00\x00\x00\x04"
+    msg = parse_message(with_body(many, next_payload=PayloadType.VID))
+    assert len(msg.payloads) == 16_376 and msg.payloads[-1] == VendorIdPayload(data=b"")
+
+    attrs = b"\x80\x01\x00\x05" * 16_000
+    t = struct.pack("!BBHBBH", 0, 0, 8 + len(attrs), 1, 1, 0) + attrs
+    p = struct.pack("!BBHBBBB", 0, 0, 8 + len(t), 1, 1, 0, 1) + t
+    sa = struct.pack("!BBHII", 0, 0, 12 + len(p), 1, 1) + p
+    parsed = parse_message(with_body(sa, next_payload=PayloadType.SA)).payloads[0]
+    assert len(parsed.proposals[0].transforms[0].attributes) == 16_000
+
+    spis = bytes(range(256)) * 250
+    d = struct.pack("!BBHIBBH", 0, 0, 12 + len(spis), 1, 3, 4, len(spis) // 4) + spis
+    assert len(parse_message(with_body(d, next_payload=PayloadType.D)).payloads[0].spis) == 16_000
+
+    chain = b"".join(b"\x0a\x00\x00\x08abcd" for _ in range(50_000)) + b"\x00\x00\x00\x08abcd"
+    assert len(parse_payloads(PayloadType.NONCE, chain)) == 50_001
+
+
+def test_notify_error_ranges():
+    """RFC 2408 §3.14.1: 1-16383 are errors; CONNECTED, the DOI status types and DPD are status."""
+    from ikeproto.enums import NotifyType, is_error_notify
+
+    assert NotifyType.PAYLOAD_MALFORMED.is_error and is_error_notify(9000)
+    assert not any(t.is_error for t in (NotifyType.CONNECTED, NotifyType.RESPONDER_LIFETIME, NotifyType.INITIAL_CONTACT,
+                                        NotifyType.R_U_THERE, NotifyType.R_U_THERE_ACK))
+    assert not is_error_notify(0)

@@ -42,3 +42,4 @@ def test_unknown_and_near_miss_vendor_ids():
     assert v.identify(v.NAT_T_RFC3947[:15]) is None
     assert v.identify(bytes([v.DPD[0] ^ 1]) + v.DPD[1:]) is None
     assert v.identify(b"\xff" * 300) is None
+

@@ -199,6 +199,8 @@ def test_modp_rejects_unsafe_public_values(number: int) -> None:
             mine.compute(value)
         assert info.value.notify == dh.INVALID_KEY_INFORMATION == 17
         assert isinstance(info.value, ProtocolError)
+        with pytest.raises(dh.InvalidPublicValue):
+            grp.check_public(value)
     # A valid small value still works afterwards: a refused value changed nothing.
     assert mine.compute((2).to_bytes(n, "big")) == mine.public_value
     assert mine.compute((p - 2).to_bytes(n, "big"))
@@ -230,6 +232,9 @@ def test_ecp_rejects_points_off_the_curve(number: int, curve: ec.EllipticCurve) 
         with pytest.raises(dh.InvalidPublicValue) as info:
             mine.compute(value)
         assert info.value.notify == 17
+        with pytest.raises(dh.InvalidPublicValue):
+            grp.check_public(value)  # the early check the exchange layer can run on receipt
+    grp.check_public(g)
 
 
 def test_x25519_secret_and_low_order_points() -> None:

@@ -11,6 +11,8 @@ import threading
 import pytest
 
 from ikeproto import fuzz
+from ikeproto.fuzz import inprocess
+from ikeproto.fuzz.__main__ import main as fuzz_main
 from ikeproto.enums import ExchangeType, NotifyType
 from ikeproto.errors import ParseError
 from ikeproto.message import Message, parse_message, serialize_message
@@ -34,14 +36,14 @@ def test_cases_are_reproducible_from_seed_and_index():
 
 def test_escaping_exception_is_reported_with_a_reproducer(monkeypatch):
     """When something other than ParseError escapes, the harness prints the seed, case and hex."""
-    real = fuzz.check_case
+    real = inprocess.check_case
 
     def broken(data: bytes) -> None:
         if len(data) % 7 == 3:
             raise IndexError("planted")
         real(data)
 
-    monkeypatch.setattr(fuzz, "check_case", broken)
+    monkeypatch.setattr(inprocess, "check_case", broken)
     lines: list[str] = []
     summary = fuzz.fuzz_in_process(seed=1, max_cases=200, seconds=None, out=lines.append)
     (failure,) = summary["escapes"]  # one failure site, reported once
@@ -54,10 +56,10 @@ def test_escaping_exception_is_reported_with_a_reproducer(monkeypatch):
 def test_main_in_process_json_and_case_reproducer(capsys):
     """`python -m ikeproto.fuzz --cases N --json` exits 0 with a JSON summary; `--case` prints the
     datagram of that case."""
-    assert fuzz.main(["--seed", "3", "--cases", "200", "--json"]) == 0
+    assert fuzz_main(["--seed", "3", "--cases", "200", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["cases"] == 200 and out["escapes"] == []
-    assert fuzz.main(["--seed", "3", "--case", "12"]) == 0
+    assert fuzz_main(["--seed", "3", "--case", "12"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == fuzz.case_datagram(3, 12).hex()
 
 
@@ -84,7 +86,7 @@ def test_non_lab_targets_are_refused_without_allow_any():
     assert fuzz.check_target("127.0.0.1:4500", allow_any=False) == ("127.0.0.1", 4500)
     assert fuzz.check_target("198.51.100.7:500", allow_any=True) == ("198.51.100.7", 500)
     with pytest.raises(SystemExit):
-        fuzz.main(["--target", "127.0.0.1:500", "--rate", "5000"])
+        fuzz_main(["--target", "127.0.0.1:500", "--rate", "5000"])
 
 
 class FragileResponder(threading.Thread):
@@ -141,6 +143,7 @@ def test_target_mode_classifies_answers_and_detects_lost_liveness(crash_after):
     if crash_after is None:
         assert rep.sent == 60 and rep.crashed_after is None
         assert rep.classes["no answer"] > 0
+        assert sorted(i for ids in rep.by_class.values() for i in ids) == list(range(60))
     else:
         assert rep.crashed_after and rep.sent <= 40
         assert {e["case"] for e in rep.crashed_after} <= set(range(20, 40))

@@ -140,7 +140,7 @@ def test_strongswan_main_mode_and_quick_mode_end_to_end(golden: dict) -> None:
     # KEYMAT: ESP AES-128 (16) + HMAC-SHA1 (20); the SA towards the responder uses its SPI.
     protocol, spi_i = proposal_spi(body_of(qm1, SA))
     _, spi_r = proposal_spi(body_of(qm2, SA))
-    assert protocol == ProtocolId.PROTO_IPSEC_ESP and len(spi_i) == len(spi_r) == 4
+    assert protocol == ProtocolId.IPSEC_ESP and len(spi_i) == len(spi_r) == 4
     assert logged(golden, "initiator", "initiator SA seed") == bytes([protocol]) + spi_r + qi_b + qr_b
     to_responder = logged(golden, "initiator", "encryption initiator key") + logged(
         golden, "initiator", "integrity initiator key"
@@ -313,7 +313,7 @@ def test_keymat_uses_the_destination_spi() -> None:
     assert inbound == keymat.keymat(sha.prf, keys.skeyid_d, protocol=3, spi=ours, ni_b=b"n" * 16, nr_b=b"m" * 16, length=52)
     pfs = keys.keymat(protocol=3, spi=ours, ni_b=b"n" * 16, nr_b=b"m" * 16, length=52, g_qm_xy=b"q" * 256)
     assert pfs != inbound
-    ah = keys.keymat(protocol=ProtocolId.PROTO_IPSEC_AH, spi=ours, ni_b=b"n" * 16, nr_b=b"m" * 16, length=52)
+    ah = keys.keymat(protocol=ProtocolId.IPSEC_AH, spi=ours, ni_b=b"n" * 16, nr_b=b"m" * 16, length=52)
     assert ah != inbound
 
 

@@ -57,8 +57,8 @@ def test_every_payload_type_mutated_raises_only_parse_error(cls):
     check()
 
 
-@pytest.mark.parametrize("exchange", [ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE, ExchangeType.QUICK_MODE, ExchangeType.INFORMATIONAL],
-                         ids=lambda e: e.name)
+@pytest.mark.parametrize("exchange", [ExchangeType.IDENTITY_PROTECTION, ExchangeType.AGGRESSIVE, ExchangeType.QUICK_MODE,
+                                      ExchangeType.INFORMATIONAL, ExchangeType.NEW_GROUP_MODE], ids=lambda e: e.name)
 def test_exchange_messages_round_trip(exchange):
     """Messages shaped as each exchange sends them round-trip byte-exactly."""
 

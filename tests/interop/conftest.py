@@ -32,6 +32,7 @@ def need_strongswan() -> None:
     need(os.path.exists(LIBIPSEC_PLUGIN), "charon's kernel-libipsec plugin (apt package libcharon-extra-plugins)")
     need(os.path.exists("/dev/net/tun"), "/dev/net/tun (kernel-libipsec's TUN device)")
     need_program("unshare", "util-linux")
+    need_program("setpriv", "util-linux")
 
 
 def need_ike_scan() -> None:

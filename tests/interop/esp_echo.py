@@ -1,7 +1,7 @@
 """An ICMP echo peer on our espcore SAs, for interop tests: the far end of a peer's ESP-in-UDP tunnel.
 
-Owns, for the test: turning a ``Phase2Established`` into espcore ``SecurityAssociation`` pairs
-(``sas_from_phase2``), receiving UDP-encapsulated ESP (RFC 3948 §2.1) from the NAT-T socket of an
+Owns, for the test: keeping the espcore ``SecurityAssociation`` pairs of each ``Phase2Established``
+(built by ``ikeproto.child_sa.espcore_sas``), receiving UDP-encapsulated ESP (RFC 3948 §2.1) from the NAT-T socket of an
 ``ikeproto.aio.IkeService`` (it is the service's ``esp_handler``), answering inner IPv4 ICMP echo
 requests (RFC 792) through the outbound SA, and sending echo requests through a tunnel and waiting
 for the peer's kernel to answer (``ping``).
@@ -20,32 +20,13 @@ from dataclasses import dataclass
 from espcore import SecurityAssociation
 from espcore.errors import EspError
 from espcore.ip import checksum, parse_address, set_ipv4_checksum
+from ikeproto.child_sa import espcore_sas
 from ikeproto.config import Address
 from ikeproto.events import Phase2Established
 
 IPPROTO_ICMP, IPPROTO_IPIP = 1, 4
 ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST = 0, 8
 _SPI = struct.Struct("!I")
-
-
-def sas_from_phase2(event: Phase2Established, *, local: str, peer: str
-                    ) -> list[tuple[SecurityAssociation, SecurityAssociation]]:
-    """(inbound, outbound) espcore SAs for each ESP SA of ``event``; tunnel endpoints are the IKE
-    addresses ``local`` and ``peer``. The inbound SA has our SPI (``spi_in``) and keys."""
-    pairs = []
-    for child in event.sas:
-        if child.protocol != "esp":
-            continue
-        tunnel = event.mode == "tunnel"
-        common = dict(protocol="esp", mode=event.mode, cipher=child.cipher, integrity=child.integrity)
-        inbound = SecurityAssociation(
-            spi=child.spi_in, cipher_key=child.enc_key_in, integrity_key=child.auth_key_in,
-            tunnel_source=peer if tunnel else None, tunnel_destination=local if tunnel else None, **common)
-        outbound = SecurityAssociation(
-            spi=child.spi_out, cipher_key=child.enc_key_out, integrity_key=child.auth_key_out,
-            tunnel_source=local if tunnel else None, tunnel_destination=peer if tunnel else None, **common)
-        pairs.append((inbound, outbound))
-    return pairs
 
 
 def icmp_echo(source: str, destination: str, *, kind: int, ident: int, seq: int, payload: bytes,
@@ -118,7 +99,8 @@ class EspEcho:
             raise ValueError("EspEcho speaks tunnel mode only")
         peer_addr = (event.peer[0], event.peer_port)
         spis = []
-        for inbound, outbound in sas_from_phase2(event, local=local, peer=event.peer[0]):
+        for child in event.sas:
+            inbound, outbound = espcore_sas(event, child, local_address=local)
             self._pairs[inbound.spi] = _Pair(inbound, outbound, peer_addr)
             spis.append(inbound.spi)
         return spis

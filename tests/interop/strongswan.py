@@ -682,9 +682,13 @@ swanctl {{ socket = unix://{d}/charon.vici }}
         args += ["--timeout", str(max(1, round(timeout)))]
         return self.swanctl("--terminate", *args, timeout=timeout + 5)
 
-    def list_sas(self, ike: str | None = None) -> list[IkeSa]:
-        """The current IKE SAs with their CHILD_SAs (``--noblock``: SAs busy in an exchange too)."""
-        args = ["--pretty", "--noblock"] + (["--ike", ike] if ike else [])
+    def list_sas(self, ike: str | None = None, *, noblock: bool = False) -> list[IkeSa]:
+        """The current IKE SAs with their CHILD_SAs.
+
+        By default charon waits for SAs busy in an exchange, so a listing never silently omits one;
+        ``noblock=True`` skips busy SAs instead (``--noblock``), so "no SAs" then proves nothing.
+        """
+        args = ["--pretty"] + (["--noblock"] if noblock else []) + (["--ike", ike] if ike else [])
         return parse_list_sas(self.swanctl("--list-sas", *args))
 
     def children(self, name: str | None = None, state: str | None = "INSTALLED") -> list[ChildSa]:
