@@ -154,13 +154,19 @@ class PolicyAgent(Lifecycle):
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int], int]]:
         """UDP payloads to send: (payload, destination, local port to send it from). IKE on the
         NAT-T port already carries its non-ESP marker (RFC 3948 §2.2)."""
+        self._pull_ike(now)
+        out, self._out = self._out, []
+        return out
+
+    def _pull_ike(self, now: float) -> None:
+        """Move the endpoint's datagrams into the output queue, in order: a quick mode's last
+        message must leave before the ESP packets its completion releases (the responder
+        installs its SAs on that message, RFC 2409 §5.5)."""
         natt = self.config.natt_port
         for message, addr, local_port in self.ike.datagrams_to_send(now):
             self.stats.ike_out += 1
             self._out.append((b"\x00\x00\x00\x00" + message if local_port == natt else message,
                               addr, local_port))
-        out, self._out = self._out, []
-        return out
 
     def next_delivery(self) -> Delivery | None:
         return self._deliveries.popleft() if self._deliveries else None

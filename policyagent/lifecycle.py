@@ -267,6 +267,7 @@ class Lifecycle:
     # -- IKE events -----------------------------------------------------------------------------
 
     def _drain_ike(self, now: float) -> None:
+        self._pull_ike(now)
         while (event := self.ike.next_event()) is not None:
             if isinstance(event, Phase2Established):
                 self._on_phase2(event, now)

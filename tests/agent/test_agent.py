@@ -63,7 +63,8 @@ def test_two_sas_each_with_its_own_spi(clock, esp_pair):
 
 
 def test_queue_is_bounded(clock):
-    net, one, two = pair_of(clock, partner_policy(TWO), partner_policy(ONE), queue_limit=4)
+    net, one, two = pair_of(clock, partner_policy(TWO, method=builtin.HIGH), partner_policy(ONE, method=builtin.HIGH),
+                            queue_limit=4)
     for i in range(7):
         two.send_udp(TWO, 1, ONE, 2, bytes([i]), clock.now)
     assert two.stats.dropped["queue-full"] == 3
@@ -84,8 +85,9 @@ def test_gcm_echo_through_the_responder_both_ways(clock):
 
 def test_medium_is_ah_carried_with_its_ip_header(clock):
     """Partner with Medium (AH): packets cross as IP packets with protocol 51, readable but
-    authenticated; they are delivered as protected."""
-    net, one, two = pair_of(clock, partner_policy(TWO), partner_policy(ONE))
+    authenticated; they are delivered as protected. (The fake IKE: the endpoint refuses AH when
+    it fakes a NAT, see the AGENT REQUEST in ike-interop-findings.)"""
+    net, one, two = pair_of(clock, partner_policy(TWO), partner_policy(ONE), fake_ike=True)
     two.send_udp(TWO, 5, ONE, 6, b"visible-but-signed", clock.now)
     net.run()
     [d] = drain(one)
@@ -204,7 +206,7 @@ def test_spoofed_and_malformed_carrier_packets_are_dropped(clock):
 
 
 def test_forged_ah_is_dropped(clock):
-    net, one, two = pair_of(clock, partner_policy(TWO), partner_policy(ONE))
+    net, one, two = pair_of(clock, partner_policy(TWO), partner_policy(ONE), fake_ike=True)
     two.send_udp(TWO, 5, ONE, 6, b"signed", clock.now)
     net.run()
     drain(one)
