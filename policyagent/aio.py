@@ -89,6 +89,11 @@ class PingResult:
 class _PortProtocol(asyncio.DatagramProtocol):
     def __init__(self, service: AgentService, port: int) -> None:
         self._service, self._port = service, port
+        self.closed = service.loop.create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self._service._received(data, (addr[0], addr[1]), self._port)
@@ -148,6 +153,7 @@ class AgentService:
         self.clock = clock
         self._to_loop = to_loop
         self._sockets: dict[int, asyncio.DatagramTransport] = {}
+        self._socket_protocols: list[_PortProtocol] = []
         self._endpoints: dict[tuple[str, int], EmbeddedTransport] = {}
         self._echo_waiters: dict[tuple[str, int, int], asyncio.Future] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -170,9 +176,10 @@ class AgentService:
             pass
         sock.bind((self.agent.address, port))
         sock.setblocking(False)
-        transport, _ = await self.loop.create_datagram_endpoint(
+        transport, protocol = await self.loop.create_datagram_endpoint(
             lambda: _PortProtocol(self, port), sock=sock)
         self._sockets[port] = transport
+        self._socket_protocols.append(protocol)
 
     def _received(self, data: bytes, addr: tuple[str, int], port: int) -> None:
         self.agent.receive_datagram(data, addr, port, self.clock())
@@ -335,11 +342,19 @@ class AgentService:
         for waiter in self._echo_waiters.values():
             waiter.cancel()
 
+    async def wait_closed(self) -> None:
+        """After ``close``: until the sockets are really closed (their ports free again)."""
+        await asyncio.gather(*(p.closed for p in self._socket_protocols))
+
+    async def aclose(self) -> None:
+        self.close()
+        await self.wait_closed()
+
     async def __aenter__(self) -> AgentService:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.aclose()
 
 
 async def start_agent(*, policy: Policy | None, address: str, config: AgentConfig = AgentConfig(),

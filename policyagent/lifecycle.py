@@ -284,7 +284,12 @@ class Lifecycle:
         peer = ev.peer[0]
         self.stats.main_modes += 1
         self._auth[peer] = ev.auth
-        self._identity[peer] = records.identity_label(ev.auth, ev.peer_id, peer)
+        label = records.identity_label(ev.auth, ev.peer_id, peer)
+        decision = self.ike_config.peer_decision(peer)
+        choices = self.ike_config.auth_choices(decision) if decision is not None else []
+        if choices and "substitute" in choices[0].label:
+            label = label.replace("Preshared key ID", "Preshared key ID (standing in for Kerberos)")
+        self._identity[peer] = label
         self.audit.record(records.main_mode_established(ev, host=self.address))
 
     def _on_phase2(self, ev: Phase2Established, now: float) -> None:
