@@ -302,9 +302,9 @@ class PolicyAgent(Lifecycle):
         pair.packets_out += 1
         stats = self.stats
         stats.packets_out_protected += 1
-        if sa.has_integrity:
+        if pair.has_integrity:
             stats.authenticated_bytes_sent += n
-        if any(s.is_confidential for s in pair.outbound):
+        if pair.is_confidential:
             stats.confidential_bytes_sent += n
         if sa.state is not SaState.ACTIVE:
             self._outbound_soft_limit(pair, now)
@@ -435,27 +435,40 @@ class PolicyAgent(Lifecycle):
 
     def _accept(self, pair: SaPair, src: str, dst: str, protocol: int, sport: int | None,
                 dport: int | None, segment: bytes, sa, now: float) -> None:
-        if not pair.accepts_inbound(src, dst, protocol, sport, dport):
-            self._drop("selector-mismatch")
+        key = (src, dst, protocol, sport, dport)
+        verdicts = pair.verdicts
+        try:
+            refusal = verdicts[key]
+        except KeyError:
+            refusal = self._inbound_refusal(pair, key)
+            if len(verdicts) >= 256:
+                verdicts.clear()
+            verdicts[key] = refusal
+        if refusal is not None:
+            self._drop(refusal)
             return
-        if self.matcher is not None:
-            decision = self._decide_in((src, dst, protocol, sport, dport))
-            if decision.verdict is Verdict.BLOCK:
-                self._drop("blocked-by-policy")
-                return
         n = len(segment)
         pair.last_in_at = now
         pair.bytes_in += n
         pair.packets_in += 1
         stats = self.stats
         stats.packets_in_protected += 1
-        if sa.has_integrity:
+        if pair.has_integrity:
             stats.authenticated_bytes_received += n
-        if any(s.is_confidential for s in pair.inbound):
+        if pair.is_confidential:
             stats.confidential_bytes_received += n
         if sa.state is SaState.HARD_EXPIRED:
             self._remove_pair(pair, now, reason="lifetime (kilobytes) expired")
         self._deliver(src, dst, protocol, sport, dport, segment, True, now)
+
+    def _inbound_refusal(self, pair: SaPair, key: tuple) -> str | None:
+        """Why an unprotected packet may not be delivered (None: it may). RFC 4301 §5.2 step 4:
+        it must be traffic its SA was negotiated for, and the policy must not block it."""
+        if not pair.accepts_inbound(*key):
+            return "selector-mismatch"
+        if self.matcher is not None and self._decide_in(key).verdict is Verdict.BLOCK:
+            return "blocked-by-policy"
+        return None
 
     def _decide_in(self, key: tuple):
         decision = self._inbound.get(key)

@@ -208,7 +208,8 @@ class AgentService:
                     waiter.set_result(("reply", d))
             else:
                 self.undeliverable += 1
-        self._arm()
+        if agent.timer_changed:
+            self._arm()
 
     def _notice(self, notice: SenderNotified) -> None:
         if notice.protocol in (IPPROTO_ICMP, IPPROTO_ICMPV6):
@@ -244,11 +245,13 @@ class AgentService:
         if at is not None and at <= now:
             self.agent.handle_timer(now)
         self._flush()
+        self._arm()
 
     def kick(self) -> None:
         """Re-read the timer (after the clock jumped) and run what is due."""
         self._timer_at = None
         self._on_timer()
+        self._arm()
 
     # -- the application side -------------------------------------------------------------------
 

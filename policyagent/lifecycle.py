@@ -178,6 +178,7 @@ class Lifecycle:
                 and self._is_fresh_peer(peer)):
             self._begin_responding(peer, now)
         self.ike.receive_datagram(data, addr, now, local_port=local_port or self.config.ike_port)
+        self._timer_dirty = True
         self._drain_ike(now)
 
     def _is_fresh_peer(self, peer: str) -> bool:
@@ -448,6 +449,12 @@ class Lifecycle:
             self._responding.pop(peer)
 
     # -- timers ---------------------------------------------------------------------------------
+
+    @property
+    def timer_changed(self) -> bool:
+        """Whether ``get_timer`` may answer differently than last time (adapters skip the call
+        otherwise: data packets alone never bring a deadline forward)."""
+        return self._timer_dirty
 
     def get_timer(self) -> float | None:
         """The absolute time at which ``handle_timer`` should next be called, or None."""

@@ -95,6 +95,9 @@ class SaPair:
     phase2: object = None  # the Phase2Config to renegotiate with
     decision: object = None  # the matcher decision it was negotiated under
     esp_only: SecurityAssociation | None = None  # the single outbound ESP SA (fast path)
+    has_integrity: bool = False
+    is_confidential: bool = False
+    verdicts: dict = field(default_factory=dict)  # inbound 5-tuple -> drop reason or None (agent)
     _accepts: dict = field(default_factory=dict)
 
     @property
@@ -190,6 +193,8 @@ def build_pair(event: Phase2Established, *, pair_id: int, peer: str, local: str,
     )
     if len(outbound) == 1 and outbound[0].protocol == "esp":
         pair.esp_only = outbound[0]
+    pair.has_integrity = any(sa.has_integrity for sa in outbound)
+    pair.is_confidential = any(sa.is_confidential for sa in outbound)
     return pair
 
 
