@@ -61,6 +61,10 @@ class Phase1Config:
     # sides float to the NAT-T port and carry ESP in UDP: what strongSwan's `encap = yes` does,
     # and what a data path without raw sockets (no root) needs.
     force_encapsulation: bool = False
+    # With a (faked) NAT, still agree AH in its plain Transport/Tunnel encapsulation mode: for a
+    # data path that carries whole AH packets in UDP itself (the embedded agent). ESP-only
+    # proposals keep the UDP-encapsulated modes. Never set it through a real NAT (RFC 3947 §5).
+    allow_ah_with_nat: bool = False
     initial_contact: bool = True
     # RSA-signature authentication (auth "rsa-sig"; the signature mechanics of RFC 2409 §5.1,
     # certificate *policy* is a later issue). ``private_key`` is a ``cryptography`` RSA private

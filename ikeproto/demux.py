@@ -101,6 +101,9 @@ class Demultiplexer:
         if msg.is_encrypted:
             self._drop("encrypted message 1", None, addr)
             return None
+        if self.table.is_ours(msg.initiator_cookie):
+            self._drop("reflected message 1", None, addr)
+            return None
         try:
             check_payloads(MessageKind.MM1, msg.payloads)
         except ProtocolError as exc:

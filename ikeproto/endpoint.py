@@ -47,7 +47,11 @@ from ikeproto.payloads import DeletePayload
 from ikeproto.sa_table import ZERO_COOKIE, SaTable
 from ikeproto.trace import IkeTrace
 
-__all__ = ["EndpointStats", "IkeEndpoint"]
+__all__ = ["EndpointStats", "IkeEndpoint", "REAUTH_WINDOW_S"]
+
+# A peer that deleted its ISAKMP SA with us this recently and then sends INITIAL-CONTACT is
+# re-authenticating, not restarting (see IkeEndpoint.initial_contact).
+REAUTH_WINDOW_S = 60.0
 
 
 @dataclass(slots=True)
@@ -107,6 +111,7 @@ class IkeEndpoint(Demultiplexer):
         self._heap: list[tuple[float, int, IkeSa]] = []
         self._seq = itertools.count()
         self._request_ids = itertools.count(1)
+        self._peer_deleted_at: dict[str, float] = {}  # when a peer last deleted an ISAKMP SA itself
 
     # --- outputs --------------------------------------------------------------------------------
 
@@ -177,10 +182,22 @@ class IkeEndpoint(Demultiplexer):
         return not any(o is not sa for o in self.table.of_peer(sa.peer_ip))
 
     def initial_contact(self, sa: IkeSa, now: float) -> None:
-        """RFC 2407 §4.6.3.3: the peer kept no state for us but ``sa``: our older established
-        ISAKMP SAs with it and all IPsec SAs with it go. Each deleted ISAKMP SA is also announced
-        with a Delete, harmless to a restarted peer and a repair if it was not one. Negotiations
-        still in progress are left to finish or time out."""
+        """RFC 2407 §4.6.3.3: the peer kept no state for us but ``sa`` ("might then elect to
+        delete"): our older established ISAKMP SAs with it and all IPsec SAs with it go, each
+        deleted ISAKMP SA announced with a Delete (harmless to a restarted peer, a repair if it was
+        not one). Negotiations still in progress are left to finish or time out.
+
+        Exception, a re-authentication (interop finding ikeio-2): when the peer itself deleted an
+        ISAKMP SA with us within ``REAUTH_WINDOW_S``, it did not restart — strongSwan's IKEv1
+        re-authentication sends Delete(ISAKMP), then a new Main Mode with INITIAL-CONTACT, and keeps
+        its IPsec SAs. Then nothing is deleted and the orphaned IPsec SAs move to ``sa``."""
+        deleted_at = self._peer_deleted_at.get(sa.peer_ip)
+        if deleted_at is not None and now - deleted_at <= REAUTH_WINDOW_S:
+            alive = {o.cookies for o in self.table.of_peer(sa.peer_ip)}
+            moved = self.table.adopt_children(sa, keep=alive)
+            self.trace.step("INITIAL-CONTACT after the peer's own Delete: re-authentication, IPsec SAs kept",
+                            peer=sa.peer_ip, adopted=moved)
+            return
         for other in self.table.of_peer(sa.peer_ip):
             if other is sa or not other.is_established or other.created_at > sa.created_at:
                 continue
@@ -211,6 +228,8 @@ class IkeEndpoint(Demultiplexer):
         sa.delete()
         self.table.remove(sa)
         if was_established:
+            if by_peer and reason == "deleted by peer":
+                self._peer_deleted_at[sa.peer_ip] = now
             self.emit(Phase1Deleted(at=now, peer=sa.peer, cookies=sa.cookies, by_peer=by_peer, reason=reason))
 
     def abort_phase1(self, sa: IkeSa, now: float) -> None:
@@ -262,7 +281,10 @@ class IkeEndpoint(Demultiplexer):
         record = self.table.pop_child(peer[0], protocol, spi_in)
         if record is None:
             raise UsageError(f"no {protocol} SA with inbound SPI {spi_in:#x} for {peer[0]}")
-        sa = self.table.find(*record.cookies) or self.table.established(peer[0], usable=False)
+        # Over the newest ISAKMP SA with the peer: strongSwan moves IPsec SAs to a new IKE SA and
+        # looks a Delete's SPI up only among the children of the SA it came on (finding ikeio-3).
+        sa = (self.table.established(peer[0]) or self.table.find(*record.cookies)
+              or self.table.established(peer[0], usable=False))
         if sa is not None and sa.is_established:
             proto = ProtocolId.IPSEC_ESP if protocol == "esp" else ProtocolId.IPSEC_AH
             send_protected(sa, self, [DeletePayload.of(proto, [spi_in.to_bytes(4, "big")])])

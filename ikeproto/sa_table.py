@@ -25,7 +25,7 @@ ZERO_COOKIE = bytes(8)
 class SaTable:
     """The IKE SAs of one endpoint and the IPsec SA pairs with each peer."""
 
-    __slots__ = ("_by_cookies", "_by_peer", "_children", "_initiating", "_rng", "_secret")
+    __slots__ = ("_by_cookies", "_by_peer", "_children", "_initiating", "_ours", "_rng", "_secret")
 
     def __init__(self, rng: Callable[[int], bytes]) -> None:
         self._rng = rng
@@ -34,11 +34,14 @@ class SaTable:
         self._initiating: dict[bytes, IkeSa] = {}  # our CKY-I -> SA waiting for message 2
         self._by_peer: dict[str, list[IkeSa]] = {}
         self._children: dict[str, dict[tuple[str, int], ChildRecord]] = {}
+        self._ours: set[bytes] = set()  # CKY-I of the SAs we initiated
 
     # --- IKE SAs -----------------------------------------------------------------------------------
 
     def add(self, sa: IkeSa) -> None:
         """Index a new SA (an initiator's by CKY-I until message 2 gives CKY-R)."""
+        if sa.is_initiator:
+            self._ours.add(sa.cky_i)
         if sa.cky_r == ZERO_COOKIE:
             self._initiating[sa.cky_i] = sa
         else:
@@ -51,6 +54,8 @@ class SaTable:
         self._by_cookies[sa.cookies] = sa
 
     def remove(self, sa: IkeSa) -> None:
+        if sa.is_initiator:
+            self._ours.discard(sa.cky_i)
         self._by_cookies.pop(sa.cookies, None)
         if self._initiating.get(sa.cky_i) is sa:
             del self._initiating[sa.cky_i]
@@ -68,10 +73,14 @@ class SaTable:
         """Our SA with this CKY-I that still waits for message 2."""
         return self._initiating.get(cky_i)
 
+    def is_ours(self, cky_i: bytes) -> bool:
+        """Whether we chose this CKY-I (a message 1 carrying it is our own, reflected)."""
+        return cky_i in self._ours
+
     def new_initiator_cookie(self) -> bytes:
         while True:
             cky_i = self._rng(8)
-            if cky_i != ZERO_COOKIE and cky_i not in self._initiating:
+            if cky_i != ZERO_COOKIE and cky_i not in self._ours:
                 return cky_i
 
     def of_peer(self, peer_ip: str) -> tuple[IkeSa, ...]:
@@ -140,3 +149,12 @@ class SaTable:
     def children_of(self, sa: IkeSa) -> list[ChildRecord]:
         """The live pairs ``sa`` negotiated."""
         return [c for c in self._children.get(sa.peer_ip, {}).values() if c.cookies == sa.cookies]
+
+    def adopt_children(self, sa: IkeSa, *, keep: set[tuple[bytes, bytes]]) -> int:
+        """Move the peer's pairs whose ISAKMP SA is not in ``keep`` (gone) to ``sa``; how many."""
+        moved = 0
+        for rec in self._children.get(sa.peer_ip, {}).values():
+            if rec.cookies not in keep:
+                rec.cookies = sa.cookies
+                moved += 1
+        return moved

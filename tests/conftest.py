@@ -10,10 +10,18 @@ from hypothesis import HealthCheck, settings
 
 from tests.lab import NetnsPair, need_netns
 
-# A fast profile for every CI run and a long one for fuzzing sessions (HYPOTHESIS_PROFILE=fuzz).
+# A fast, reproducible profile for every CI run (the same examples each run, so main stays green
+# for the same code), a randomised "dev" profile, and a long one for fuzzing sessions
+# (HYPOTHESIS_PROFILE=fuzz).
 settings.register_profile(
-    "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+    "ci",
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
 )
+settings.register_profile("dev", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
     "fuzz", max_examples=20_000, deadline=None, suppress_health_check=list(HealthCheck), print_blob=True
 )

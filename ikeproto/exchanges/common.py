@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ikeproto.config import Address, ConfigProvider, Identity, RetransmitPolicy, TrafficSelector
+from ikeproto.config import Address, ConfigProvider, Identity, IpNetwork, RetransmitPolicy, TrafficSelector
 from ikeproto.enums import IdType, NotifyType
 from ikeproto.errors import ProtocolError
 from ikeproto.message import Message
@@ -166,7 +166,7 @@ def selector_of(p: IdPayload) -> TrafficSelector:
         if p.id_type in (IdType.ID_IPV4_ADDR, IdType.ID_IPV6_ADDR):
             net = ipaddress.ip_network(p.ip_address())
         elif p.id_type in (IdType.ID_IPV4_ADDR_SUBNET, IdType.ID_IPV6_ADDR_SUBNET):
-            net = p.ip_network()
+            net = _subnet(p.data)
         elif p.id_type in (IdType.ID_IPV4_ADDR_RANGE, IdType.ID_IPV6_ADDR_RANGE):
             first, last = p.ip_range()
             nets = list(ipaddress.summarize_address_range(first, last))
@@ -178,6 +178,18 @@ def selector_of(p: IdPayload) -> TrafficSelector:
     except (ValueError, TypeError) as exc:
         raise ProtocolError(f"ID payload does not name addresses: {exc}", notify=NotifyType.INVALID_ID_INFORMATION) from None
     return TrafficSelector(network=net, protocol=p.protocol, port=p.port)
+
+
+def _subnet(data: bytes) -> IpNetwork:
+    """Address then mask (RFC 2407 §4.6.2.5/§4.6.2.7), IPv4 or IPv6; the mask must be contiguous.
+    (``IdPayload.ip_network`` cannot read an IPv6 mask: Python parses "addr/mask" for IPv4 only.)"""
+    half = len(data) // 2
+    mask = int.from_bytes(data[half:], "big")
+    bits = half * 8
+    prefix = bits - (~mask & ((1 << bits) - 1)).bit_length()
+    if mask != ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1):
+        raise ProtocolError("subnet mask is not contiguous", notify=NotifyType.INVALID_ID_INFORMATION)
+    return ipaddress.ip_network((ipaddress.ip_address(data[:half]), prefix), strict=False)
 
 
 def host_selector(address: str) -> TrafficSelector:

@@ -34,8 +34,8 @@ INFORMATIONAL = ExchangeType.INFORMATIONAL
 _SEEN_KEEP = 64
 
 
-def send_protected(sa: IkeSa, env: Env, payloads: Sequence[Payload]) -> int:
-    """Send ``HDR*, HASH(1), payloads`` on ``sa``; returns the message ID used."""
+def send_protected(sa: IkeSa, env: Env, payloads: Sequence[Payload]) -> bytes:
+    """Send ``HDR*, HASH(1), payloads`` on ``sa`` (a fresh message ID); returns the datagram."""
     assert sa.keys is not None and sa.ivs is not None
     mid = env.new_message_id(sa)
     rest = serialize_payloads(payloads)
@@ -45,7 +45,7 @@ def send_protected(sa: IkeSa, env: Env, payloads: Sequence[Payload]) -> int:
     sa.ivs.forget(mid)  # one message per Informational exchange
     env.trace.message("sent", payloads, exchange="informational", message_id=f"{mid:08x}", peer=sa.peer_ip)
     env.send(sa, (raw,))
-    return mid
+    return raw
 
 
 def clear_notify(cky_i: bytes, cky_r: bytes, notify_type: int) -> bytes:

@@ -225,6 +225,9 @@ class MainMode:
         if not 8 <= len(nonce.data) <= 256:  # RFC 2409 §5: nonces are 8 to 256 octets
             raise ProtocolError(f"nonce of {len(nonce.data)} octets", notify=NotifyType.PAYLOAD_MALFORMED)
         dh.group(sa.choice.dh_group).check_public(ke.data)
+        if ke.data == self.g_xi or nonce.data == self.ni:
+            # Our own message 3 sent back as message 4 (a reflection): the same shape, our values.
+            raise ProtocolError("our own KE value or nonce came back", notify=NotifyType.INVALID_KEY_INFORMATION)
         nat = None
         if sa.natt is not None:
             hashes = [p.data for p in inb.of_type(sa.natt.natd_type)]

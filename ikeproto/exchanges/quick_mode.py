@@ -78,7 +78,9 @@ def offer(sa: IkeSa, config: Phase2Config, spis: dict[str, bytes]) -> SaPayload:
     udp = sa.udp_encapsulation
     mode: Mode = config.mode
     encapsulation = sa.natt.encapsulation_mode(mode) if udp and sa.natt else plain_encapsulation_mode(mode)
-    return phase2_sa(config, spis=spis, encapsulation=encapsulation, allow_ah=not udp)
+    ah_encapsulation = plain_encapsulation_mode(mode) if udp and sa.config.allow_ah_with_nat else None
+    return phase2_sa(config, spis=spis, encapsulation=encapsulation, allow_ah=not udp,
+                     ah_encapsulation=ah_encapsulation)
 
 
 class QuickMode:
@@ -142,7 +144,7 @@ class QuickMode:
 
     def _natoa(self, *, own_first: bool) -> list[NatOaPayload]:
         sa = self.sa
-        if not (sa.udp_encapsulation and self.choice is not None and self.choice.mode == "transport") or sa.natt is None:
+        if not (self.choice is not None and self.choice.udp and self.choice.mode == "transport") or sa.natt is None:
             return []
         ptype = sa.natt.natoa_type
         mine = NatOaPayload(payload_type=ptype, **_oa(self.env.local_address))
@@ -180,13 +182,17 @@ class QuickMode:
         if self.step in (Step.DONE, Step.FAILED):
             return
         self.env.trace.failure(reason, exchange="quick mode", message_id=f"{self.message_id:08x}", notify=notify)
+        answer: tuple[bytes, ...] = ()
         if send_notify and notify is not None and self.sa.is_established:
             protocol_id, spi = self.notify_spi or (3, b"")
-            send_protected(self.sa, self.env, [NotifyPayload(notify_type=notify, protocol_id=protocol_id, spi=spi)])
+            answer = (send_protected(self.sa, self.env, [NotifyPayload(notify_type=notify, protocol_id=protocol_id,
+                                                                        spi=spi)]),)
         self._set_step(Step.FAILED)
         self.flight = None
         if self.last_in is not None:
-            self.sa.remember(self.message_id, self.last_in, ())  # a retransmission gets no answer
+            # A retransmission of the refused message gets the same Notify again (the first may
+            # have been lost; the peer drops a copy of one it has seen).
+            self.sa.remember(self.message_id, self.last_in, answer)
         if self.sa.ivs is not None:
             self.sa.ivs.forget(self.message_id)
         self.env.emit(NegotiationFailed(at=now, peer=self.sa.peer, phase=2, request_id=self.request_id, reason=reason,
@@ -245,7 +251,8 @@ class QuickMode:
         self.last_in = inb.raw
         self.peer_spis = {p.spi for p in inb.find(SaPayload).proposals}
         try:
-            choice = accept_phase2(inb.find(SaPayload), cfg, mode=cfg.mode, udp=sa.udp_encapsulation)
+            choice = accept_phase2(inb.find(SaPayload), cfg, mode=cfg.mode, udp=sa.udp_encapsulation,
+                                   ah_plain=sa.config.allow_ah_with_nat)
             nr = _nonce(inb)
             g_qm = self._pfs(inb, choice.pfs_group)
             ids = inb.find_all(IdPayload)
@@ -340,7 +347,8 @@ class QuickMode:
             raise ProtocolError(f"no policy for {remote_ts.network} -> {local_ts.network} ({mode})",
                                 notify=NotifyType.NO_PROPOSAL_CHOSEN)
         udp = sa.udp_encapsulation
-        choice = select_phase2(offer_sa, config, mode=mode, udp=udp, allow_ah=not udp)
+        choice = select_phase2(offer_sa, config, mode=mode, udp=udp, allow_ah=not udp,
+                               ah_plain=sa.config.allow_ah_with_nat)
         self.g_qm = self._pfs(inb, choice.pfs_group)
         self.choice, self.config = choice, config
         self.local_ts, self.remote_ts = local_ts, remote_ts

@@ -140,23 +140,28 @@ def _ordered(transforms: Iterable[IpsecTransform]) -> list[IpsecTransform]:
 
 
 def phase2_sa(
-    config: Phase2Config, *, spis: dict[str, bytes], encapsulation: int, allow_ah: bool = True
+    config: Phase2Config, *, spis: dict[str, bytes], encapsulation: int, allow_ah: bool = True,
+    ah_encapsulation: int | None = None,
 ) -> SaPayload:
     """The initiator's Quick Mode SA: proposal numbers 1.. in config order, ``spis`` per protocol.
 
-    ``allow_ah`` False drops proposals containing AH (AH cannot cross a NAT, RFC 3947 §5)."""
+    ``allow_ah`` False drops proposals containing AH (AH cannot cross a NAT, RFC 3947 §5) unless
+    ``ah_encapsulation`` gives them their own Encapsulation Mode (a faked NAT, see
+    ``Phase1Config.allow_ah_with_nat``)."""
     props: list[Proposal] = []
     number = 0
     for p in config.proposals:
         if not p.transforms or len({t.protocol for t in p.transforms}) != len(p.transforms):
             raise UsageError("a phase-2 proposal has one transform per protocol (ESP, AH or both)")
-        if not allow_ah and any(t.protocol == "ah" for t in p.transforms):
+        has_ah = any(t.protocol == "ah" for t in p.transforms)
+        if has_ah and not allow_ah and ah_encapsulation is None:
             continue
+        mode_value = ah_encapsulation if has_ah and ah_encapsulation is not None else encapsulation
         number += 1
         for t in _ordered(p.transforms):
             r = _resolve(t)
             props.append(Proposal.ipsec(_PROTO_IDS[t.protocol], spis[t.protocol],
-                                        [_ipsec_transform(r, p, encapsulation=encapsulation, group=config.pfs_group)],
+                                        [_ipsec_transform(r, p, encapsulation=mode_value, group=config.pfs_group)],
                                         number=number))
     if not props:
         raise UsageError("no phase-2 proposal can be offered (AH cannot be UDP-encapsulated)")
@@ -254,7 +259,14 @@ def _match_bundle(
     return children, common
 
 
-def select_phase2(sa: SaPayload, config: Phase2Config, *, mode: Mode, udp: bool, allow_ah: bool) -> Phase2Choice:
+def _bundle_udp(ours: Phase2Proposal, udp: bool, ah_plain: bool) -> bool:
+    """Whether this proposal is UDP-encapsulated: yes after a NAT, except an AH bundle allowed in
+    its plain mode (``ah_plain``, the NAT being faked)."""
+    return udp and not (ah_plain and any(t.protocol == "ah" for t in ours.transforms))
+
+
+def select_phase2(sa: SaPayload, config: Phase2Config, *, mode: Mode, udp: bool, allow_ah: bool,
+                  ah_plain: bool = False) -> Phase2Choice:
     """Responder: our most preferred proposal found among the offered proposal numbers.
 
     ``mode``/``udp`` are what the offer must say in its Encapsulation Mode (udp: a NAT was seen).
@@ -262,10 +274,11 @@ def select_phase2(sa: SaPayload, config: Phase2Config, *, mode: Mode, udp: bool,
     group the initiator asks for is accepted (and answered with a KE)."""
     groups = _groups(sa)
     for ours in config.proposals:
-        if not allow_ah and any(t.protocol == "ah" for t in ours.transforms):
+        if not (allow_ah or ah_plain) and any(t.protocol == "ah" for t in ours.transforms):
             continue
+        bundle_udp = _bundle_udp(ours, udp, ah_plain)
         for number, theirs in groups:
-            found = _match_bundle(ours, theirs, mode=mode, udp=udp, pfs_group=config.pfs_group,
+            found = _match_bundle(ours, theirs, mode=mode, udp=bundle_udp, pfs_group=config.pfs_group,
                                   strict_group=config.pfs_group is not None)
             if found is None:
                 continue
@@ -274,7 +287,7 @@ def select_phase2(sa: SaPayload, config: Phase2Config, *, mode: Mode, udp: bool,
             their_s = a.life_s if (a.life_s is not None or a.life_kb is not None) else DEFAULT_LIFETIME_S
             life_s, life_kb = shorter(their_s, ours.lifetime_s), shorter(a.life_kb, ours.lifetime_kb)
             ours_shorter = (life_s is not None and life_s != their_s) or (life_kb is not None and life_kb != a.life_kb)
-            return Phase2Choice(number=number, children=tuple(children), mode=mode, udp=udp,
+            return Phase2Choice(number=number, children=tuple(children), mode=mode, udp=bundle_udp,
                                 encapsulation=a.encapsulation or 0, pfs_group=a.group, lifetime_s=life_s,
                                 lifetime_kb=life_kb, notify_lifetime=ours_shorter,
                                 add_lifetime=a.life_s is None and a.life_kb is None)
@@ -296,7 +309,8 @@ def responder_sa(choice: Phase2Choice, spis: dict[str, bytes]) -> SaPayload:
     )
 
 
-def accept_phase2(reply: SaPayload, config: Phase2Config, *, mode: Mode, udp: bool) -> Phase2Choice:
+def accept_phase2(reply: SaPayload, config: Phase2Config, *, mode: Mode, udp: bool,
+                  ah_plain: bool = False) -> Phase2Choice:
     """Initiator: the responder's SA must be one of our proposals, one transform per protocol.
 
     Lifetimes in the reply are honoured when shorter than ours (strongSwan adds them)."""
@@ -307,11 +321,12 @@ def accept_phase2(reply: SaPayload, config: Phase2Config, *, mode: Mode, udp: bo
     number, theirs = groups[0]
     offered = [p for p in config.proposals if p.transforms]
     for ours in offered:
-        found = _match_bundle(ours, theirs, mode=mode, udp=udp, pfs_group=config.pfs_group, strict_group=True)
+        bundle_udp = _bundle_udp(ours, udp, ah_plain)
+        found = _match_bundle(ours, theirs, mode=mode, udp=bundle_udp, pfs_group=config.pfs_group, strict_group=True)
         if found is None:
             continue
         children, a = found
-        return Phase2Choice(number=number, children=tuple(children), mode=mode, udp=udp,
+        return Phase2Choice(number=number, children=tuple(children), mode=mode, udp=bundle_udp,
                             encapsulation=a.encapsulation or 0, pfs_group=a.group,
                             lifetime_s=shorter(ours.lifetime_s, a.life_s), lifetime_kb=shorter(ours.lifetime_kb, a.life_kb))
     raise ProtocolError("the responder chose a proposal we did not offer", notify=NO_PROPOSAL_CHOSEN)

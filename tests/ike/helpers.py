@@ -202,8 +202,11 @@ def run_timers(a: IkeEndpoint, b: IkeEndpoint, clock, until: float, *, nat: Nat 
 
 
 def udp_packet(src: str, dst: str, payload: bytes, sport: int = 40000, dport: int = 7) -> bytes:
-    """An IPv4 UDP packet (UDP checksum 0, IPv4 header checksum set)."""
+    """An IPv4 UDP packet (UDP checksum 0, IPv4 header checksum set), or IPv6 for v6 addresses."""
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    if ipaddress.ip_address(src).version == 6:
+        return struct.pack("!IHBB16s16s", 6 << 28, len(udp), 17, 64, ipaddress.ip_address(src).packed,
+                           ipaddress.ip_address(dst).packed) + udp
     header = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
                                    ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed))
     set_ipv4_checksum(header)

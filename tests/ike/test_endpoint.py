@@ -190,3 +190,22 @@ def test_exchange_types_in_the_log_are_main_quick_and_informational_only(clock) 
         ExchangeType.IDENTITY_PROTECTION, ExchangeType.QUICK_MODE, ExchangeType.INFORMATIONAL}
     run_timers(a, b, clock, clock.now + 100)
     assert a.get_timer() is None and b.get_timer() is None
+
+
+def test_ipv6_peers_negotiate_and_carry_ipv6_traffic(clock) -> None:
+    """IPv6 addresses throughout: ID_IPV6_ADDR identities, IPv6 NAT-D hashes, subnet IDs, and
+    transport/tunnel SAs carrying IPv6 packets (UDP-encapsulated when forced)."""
+    from ikeproto.endpoint import IkeEndpoint as Ep
+
+    for mode, forced in (("tunnel", True), ("transport", False)):
+        local, remote = ("2001:db8:1::/64", "2001:db8:2::/64") if mode == "tunnel" else ("2001:db8::1/128",
+                                                                                          "2001:db8::2/128")
+        cfg = phase2(local, remote, mode=mode)
+        a = Ep(config=Provider(phase1(force_encapsulation=forced)), local_address="2001:db8::1", rng=seeded_rng(1),
+               trace=False)
+        b = Ep(config=Provider(phase1(), [mirror(cfg)]), local_address="2001:db8::2", rng=seeded_rng(2), trace=False)
+        a.initiate(("2001:db8::2", 500), cfg, clock.now)
+        transfer(a, b, clock.now)
+        (qa,), (qb,) = established(events(a)), established(events(b))
+        assert qa.peer_id.kind == "ipv6" and qa.encapsulation == ("udp" if forced else "none")
+        assert carry_traffic(qa, qb) == 6

@@ -338,3 +338,71 @@ def test_garbage_certificate_is_refused_and_the_genuine_one_succeeds(clock) -> N
     transfer(a, b, clock.now, intercept=intercept)
     assert sent_notes == [NotifyType.INVALID_CERTIFICATE]
     assert len(established(events(a))) == len(established(events(b))) == 1
+
+
+def snapshot(ep) -> list:
+    """Everything that would change if a message were (wrongly) accepted."""
+    out = []
+    for sa in ep.table:
+        mm = sa.main_mode
+        out.append((sa.cookies, sa.state, mm.step if mm else None, sa.local_port, sa.peer_port,
+                    sa.ivs.phase1_iv if sa.ivs else None, sa.ivs.message_ids if sa.ivs else None,
+                    tuple(sorted((m, q.step) for m, q in sa.quick_modes.items()))))
+    return out
+
+
+@pytest.mark.parametrize("state", range(len(NAMES)), ids=[f"before-{n}" for n in NAMES])
+def test_every_message_out_of_its_place_changes_nothing(clock, state) -> None:
+    """The (state, input) walk: with the exchange waiting for genuine message ``state``, every
+    other message of the same negotiation (earlier ones replayed, later ones early), sent to both
+    endpoints on both ports, leaves both exactly as they were; the genuine run then completes.
+    (Message ``state + 1`` is what the sender of ``state`` legitimately waits for: left out.)"""
+    record: list[bytes] = []
+    run(FakeClock(), lambda i, d, a, b: record.append(d.data) or [])
+    assert len(record) == len(NAMES)
+
+    def evil(i, d, a, b):
+        if i != state:
+            return []
+        before = snapshot(a), snapshot(b)
+        for j, other in enumerate(record):
+            if j in (state, state + 1):
+                continue
+            # Earlier messages go to both (replays and reflections); later ones only to their own
+            # receiver (an endpoint's own future messages cannot exist yet).
+            if j < state or j % 2 == 1:
+                a.receive_datagram(other, (B_ADDR, 500), clock.now)
+                a.receive_datagram(other, (B_ADDR, 4500), clock.now, local_port=4500)
+            if j < state or j % 2 == 0:
+                b.receive_datagram(other, (A_ADDR, 500), clock.now)
+                b.receive_datagram(other, (A_ADDR, 4500), clock.now, local_port=4500)
+        assert (snapshot(a), snapshot(b)) == before
+        a.datagrams_to_send(clock.now), b.datagrams_to_send(clock.now)  # replays of old answers
+        return []
+
+    a, b, ev_a, ev_b = run(clock, evil)
+    succeeded(a, b, ev_a, ev_b)
+
+
+def test_authenticated_quick_mode_with_a_non_contiguous_subnet_id_is_refused(clock) -> None:
+    """An ID_IPV4_ADDR_SUBNET whose mask has holes (255.0.255.0), from a peer holding the keys:
+    refused with INVALID-ID-INFORMATION on both sides; the ISAKMP SA stays."""
+    from ikeproto.payloads import IdPayload
+
+    def evil(i, d, a, b):
+        if i != 6:
+            return []
+
+        def bad(ps):
+            rest = [replace(p, data=bytes([10, 1, 0, 0, 255, 0, 255, 0])) if isinstance(p, IdPayload) else p
+                    for p in ps[1:]]
+            mid = parse_message(d.data).message_id
+            h = sa_of(b, (d.data[:8], d.data[8:16])).keys.qm_hash1(mid, serialize_payloads(rest))
+            return [HashPayload(data=h), *rest]
+        return [reencrypt(b, d.data, bad)]
+
+    a, b, ev_a, ev_b = run(clock, evil)
+    fa = [e for e in ev_a if isinstance(e, NegotiationFailed)]
+    fb = [e for e in ev_b if isinstance(e, NegotiationFailed)]
+    assert [(f.notify, f.failure_point) for f in fa] == [(NotifyType.INVALID_ID_INFORMATION, "peer")]
+    assert [(f.notify, f.failure_point) for f in fb] == [(NotifyType.INVALID_ID_INFORMATION, "me")]

@@ -184,3 +184,60 @@ def test_unauthenticated_notify_before_main_mode_completes_changes_no_state(cloc
     b.receive_datagram(mm1, (A_ADDR, 500), clock.now)
     transfer(a, b, clock.now)
     assert len(established(events(a))) == 1
+
+
+def test_reauthentication_with_initial_contact_keeps_the_ipsec_sas(clock) -> None:
+    """Interop finding ikeio-2, strongSwan's IKEv1 re-authentication: the peer deletes its ISAKMP
+    SA itself, then runs a new Main Mode carrying INITIAL-CONTACT and keeps its IPsec SAs. We keep
+    ours too (moved to the new ISAKMP SA); a Delete for them later still works."""
+    a, b, ea, eb = up(clock)
+    a.delete_phase1((B_ADDR, 500), now=clock.now)
+    transfer(a, b, clock.now)
+    events(a), events(b)
+    clock.advance(0.01)
+    a.initiate((B_ADDR, 500), CFG, clock.now)  # (the new pair is only there to run Main Mode)
+    seen = []
+
+    def spy(d):
+        msg = parse_message(d.data)
+        if d.sender == "a" and msg.exchange_type == ExchangeType.IDENTITY_PROTECTION and msg.is_encrypted:
+            seen.extend(plaintext_payloads(b, d.data))
+        return d.data
+
+    transfer(a, b, clock.now, intercept=spy)
+    assert any(isinstance(p, NotifyPayload) and p.notify_type == NotifyType.INITIAL_CONTACT for p in seen)
+    assert not [e for e in events(b) if isinstance(e, (Phase1Deleted, Phase2Deleted))]
+    b.delete_phase2((A_ADDR, 500), eb.sas[0].spi_in, "esp", now=clock.now)
+    transfer(a, b, clock.now)
+    (gone,) = [e for e in events(a) if isinstance(e, Phase2Deleted)]
+    assert gone.spis == (ea.sas[0].spi_in,) and gone.by_peer
+
+
+def test_initial_contact_long_after_the_peers_delete_is_a_restart(clock) -> None:
+    a, b, ea, eb = up(clock)
+    a.delete_phase1((B_ADDR, 500), now=clock.now)
+    transfer(a, b, clock.now)
+    events(a), events(b)
+    clock.advance(3600)
+    a.initiate((B_ADDR, 500), CFG, clock.now)
+    transfer(a, b, clock.now)
+    (gone,) = [e for e in events(b) if isinstance(e, Phase2Deleted)]
+    assert (gone.spis, gone.reason) == ((eb.sas[0].spi_in,), "initial contact")
+
+
+def test_delete_for_an_older_pair_goes_over_the_newest_isakmp_sa(clock) -> None:
+    """Interop finding ikeio-3: after a second Main Mode with the peer, a Delete for a pair
+    negotiated under the first ISAKMP SA is sent protected by the newest one."""
+    a, b, ea, eb = up(clock)
+    first = ea.cookies
+    sa_of(a, first).expired = True  # as at its lifetime with IPsec SAs alive
+    a.initiate((B_ADDR, 500), CFG, clock.now)
+    transfer(a, b, clock.now)
+    second = [e for e in events(a) if isinstance(e, Phase1Established)][0].cookies
+    events(b)
+    a.delete_phase2((B_ADDR, 500), ea.sas[0].spi_in, "esp", now=clock.now)
+    log = transfer(a, b, clock.now)
+    infos = [parse_message(d.data) for d in log if d.sender == "a"]
+    assert (infos[0].initiator_cookie, infos[0].responder_cookie) == second
+    (gone,) = [e for e in events(b) if isinstance(e, Phase2Deleted)]
+    assert gone.spis == (eb.sas[0].spi_in,)

@@ -355,3 +355,47 @@ def test_many_quick_modes_at_once_on_one_isakmp_sa(clock) -> None:
     got = established(events(a))
     assert sorted(e.request_id for e in got[1:]) == rids and len(established(events(b))) == 40
     assert a.stats.dropped == b.stats.dropped == {}
+
+
+def test_lost_refusal_notify_is_sent_again_for_the_retransmitted_message_1(clock) -> None:
+    """The responder's NO-PROPOSAL-CHOSEN is lost: the initiator's retransmitted message 1 gets
+    the same protected Notify again and the request fails promptly, not by timeout."""
+    cfg = phase2(*selectors("tunnel"))
+    a, b = endpoints(phase1(), phase1(), phase2_b=[phase2("10.9.0.0/24", "10.8.0.0/24")])
+    rid = a.initiate((B_ADDR, 500), cfg, clock.now)
+    lost = []
+
+    def lose_first_notify(d):
+        if d.sender == "b" and parse_message(d.data).exchange_type == ExchangeType.INFORMATIONAL and not lost:
+            lost.append(d.data)
+            return None
+        return d.data
+
+    transfer(a, b, clock.now, intercept=lose_first_notify)
+    assert lost and not [e for e in events(a) if isinstance(e, NegotiationFailed)]
+    run_timers(a, b, clock, clock.now + 1)
+    (f,) = [e for e in events(a) if isinstance(e, NegotiationFailed)]
+    assert (f.request_id, f.notify, f.timed_out) == (rid, NotifyType.NO_PROPOSAL_CHOSEN, False)
+
+
+def test_ah_with_a_faked_nat_when_allowed_uses_the_plain_mode(clock) -> None:
+    """Agent request (embedded path, faked NAT): with allow_ah_with_nat on both sides, AH and
+    AH+ESP proposals are agreed in plain Tunnel/Transport mode (encapsulation "none"), while an
+    ESP-only proposal in the same offer keeps UDP-Encapsulated-*."""
+    for mode in ("transport", "tunnel"):
+        for transforms in ((ah(),), (esp(), ah())):
+            cfg = phase2(*selectors(mode), Phase2Proposal(transforms=transforms), mode=mode)
+            p1_a = phase1(force_encapsulation=True, allow_ah_with_nat=True)
+            p1_b = phase1(allow_ah_with_nat=True)
+            _a, _b, ea, eb = qm(clock, cfg, p1_a=p1_a, p1_b=p1_b)
+            assert ea[0].encapsulation == eb[0].encapsulation == "none"
+            assert [c.protocol for c in ea[0].sas] == [t.protocol for t in sorted(transforms, key=lambda t: t.protocol)]
+            assert carry_traffic(ea[0], eb[0]) == 6
+    esp_only = phase2(*selectors("tunnel"))
+    _a, _b, ea, eb = qm(clock, esp_only, p1_a=phase1(force_encapsulation=True, allow_ah_with_nat=True),
+                        p1_b=phase1(allow_ah_with_nat=True))
+    assert ea[0].encapsulation == "udp"
+    # Without the flag on the responder, AH stays refused through the (faked) NAT.
+    only_ah = phase2(*selectors("tunnel"), Phase2Proposal(transforms=(ah(),)))
+    a, b, ea, eb = qm(clock, only_ah, p1_a=phase1(force_encapsulation=True, allow_ah_with_nat=True), p1_b=phase1())
+    assert not ea and not eb
