@@ -294,8 +294,9 @@ class PolicyAgent(Lifecycle):
         except EspError:
             self._drop("too-large")
             return SendResult.DROPPED
-        self._out.append((data, (pair.peer, pair.peer_port or self.config.natt_port),
-                          pair.local_port or self.config.natt_port))
+        natt = self.config.natt_port
+        self._out.append((data, (pair.peer, pair.peer_port if pair.encapsulation == "udp" and pair.peer_port
+                                 else natt), natt))
         n = len(segment)
         pair.last_out_at = now
         pair.bytes_out += n

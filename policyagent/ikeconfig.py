@@ -164,8 +164,11 @@ class PolicyConfig:
         lifetime_s = decision.key_exchange.lifetime_s
         proposals = tuple(phase1_proposal(m, auth=c.auth, lifetime_s=lifetime_s)
                           for c in _unique_auths(usable) for m in decision.main_mode_methods)
+        # The embedded path fakes a NAT (ESP in UDP without raw sockets) and carries whole AH
+        # packets itself, so AH stays negotiable there (never through a real NAT, RFC 3947 §5).
         return Phase1Config(proposals=proposals, psk=psk,
-                            force_encapsulation=self.force_encapsulation)
+                            force_encapsulation=self.force_encapsulation,
+                            allow_ah_with_nat=self.force_encapsulation)
 
     # -- quick mode -------------------------------------------------------------------------------
 

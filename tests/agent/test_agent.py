@@ -13,7 +13,7 @@ from policyagent import datapath as dp
 from policyagent import monitor
 from policyagent.agent import SendResult
 from policyagent.model import (ActionKind, Address, AuthMethod, Filter, FilterAction, FilterList,
-                               Policy, Rule)
+                               Policy, Rule, SecurityMethod)
 from tests.agent.helpers import (GCM, NATT_PORT, PSK, clear_packets, drain, esp_payloads,
                                  ike_datagrams, notices, pair_of, partner_policy)
 
@@ -85,9 +85,8 @@ def test_gcm_echo_through_the_responder_both_ways(clock):
 
 def test_medium_is_ah_carried_with_its_ip_header(clock):
     """Partner with Medium (AH): packets cross as IP packets with protocol 51, readable but
-    authenticated; they are delivered as protected. (The fake IKE: the endpoint refuses AH when
-    it fakes a NAT, see the AGENT REQUEST in ike-interop-findings.)"""
-    net, one, two = pair_of(clock, partner_policy(TWO), partner_policy(ONE), fake_ike=True)
+    authenticated; they are delivered as protected."""
+    net, one, two = pair_of(clock, partner_policy(TWO), partner_policy(ONE))
     two.send_udp(TWO, 5, ONE, 6, b"visible-but-signed", clock.now)
     net.run()
     [d] = drain(one)
@@ -206,7 +205,7 @@ def test_spoofed_and_malformed_carrier_packets_are_dropped(clock):
 
 
 def test_forged_ah_is_dropped(clock):
-    net, one, two = pair_of(clock, partner_policy(TWO), partner_policy(ONE), fake_ike=True)
+    net, one, two = pair_of(clock, partner_policy(TWO), partner_policy(ONE))
     two.send_udp(TWO, 5, ONE, 6, b"signed", clock.now)
     net.run()
     drain(one)
@@ -218,3 +217,25 @@ def test_forged_ah_is_dropped(clock):
     one.receive_datagram(packet, (TWO, NATT_PORT), NATT_PORT, clock.now)
     one.receive_datagram(packet, (TWO, NATT_PORT), NATT_PORT, clock.now)
     assert [d.data for d in drain(one)] == [b"signed"] and one.stats.dropped["replay"] == 1
+
+
+def test_ah_plus_esp_bundle(clock):
+    """A security method with AH and ESP: ESP inside, AH outside (RFC 2401 bundle), both SPIs
+    per direction; forging the outer AH or the inner ESP is caught."""
+    both = SecurityMethod(ah_integrity="hmac-sha1-96", esp_cipher="aes-cbc", esp_key_bits=128,
+                          esp_integrity="hmac-sha1-96", lifetime_s=3600, lifetime_kb=100_000)
+    net, one, two = pair_of(clock, partner_policy(TWO, method=both), partner_policy(ONE, method=both))
+    two.send_udp(TWO, 5, ONE, 6, b"bundled", clock.now)
+    net.run()
+    assert [d.data for d in drain(one)] == [b"bundled"]
+    [pair] = list(one.sad)
+    assert pair.protocols == ("ah", "esp") and len(set(pair.spis_in)) == 2
+    [packet] = [p for p in clear_packets(net) if dp.parse(p).protocol == dp.IPPROTO_AH]
+    assert b"bundled" not in packet
+    assert monitor.snapshot(one, clock.now)["security_associations"][0]["security"] == "AH SHA + ESP AES CBC 128 / SHA"
+    two.send_udp(TWO, 5, ONE, 6, b"x", clock.now)
+    [(p, _, _)] = two.datagrams_to_send(clock.now)
+    forged = bytearray(p)
+    forged[-1] ^= 1
+    one.receive_datagram(bytes(forged), (TWO, NATT_PORT), NATT_PORT, clock.now)
+    assert drain(one) == [] and one.stats.dropped["integrity"] == 1
