@@ -92,19 +92,18 @@ def run(args: argparse.Namespace) -> int:
         "trace": Path(args.trace_file) if args.trace_file else (root / "oakley.log" if args.trace else None),
         "control": Path(args.control) if args.control else root / SOCKET_NAME,
     }
-    loop_name = args.loop
-    if loop_name == "auto":
+    uvloop = None
+    if args.loop != "asyncio":
         try:
-            import uvloop  # noqa: F401
-
-            loop_name = "uvloop"
+            import uvloop
         except ImportError:
-            loop_name = "asyncio"
+            if args.loop == "uvloop":
+                print("policyagent run: uvloop is not installed", file=sys.stderr)
+                return 1
+    loop_name = "uvloop" if uvloop is not None else "asyncio"
     main = _serve(args, store, policy, options, loop_name)
     try:
-        if loop_name == "uvloop":
-            import uvloop
-
+        if uvloop is not None:
             return uvloop.run(main)
         return asyncio.run(main)
     except KeyboardInterrupt:

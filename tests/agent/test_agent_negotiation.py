@@ -7,8 +7,8 @@ from __future__ import annotations
 from policyagent import builtin, monitor
 from policyagent import datapath as dp
 from policyagent.agent import SendResult
-from tests.agent.helpers import (NATT_PORT, Network, clear_packets, drain, esp_payloads, ike_datagrams,
-                                 make_agent, notices, pair_of, partner_policy, with_psk, HAS_REAL_IKE)
+from tests.agent.helpers import (Network, clear_packets, drain, esp_payloads, ike_datagrams, make_agent,
+                                 notices, pair_of, partner_policy, with_psk)
 
 ONE, TWO, THREE = "127.0.0.1", "127.0.0.2", "127.0.0.3"
 
