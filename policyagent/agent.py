@@ -150,6 +150,11 @@ class PolicyAgent(Inbound, Lifecycle, Timers):
             self.stats.ike_out += 1
             self._out.append((b"\x00\x00\x00\x00" + message if local_port == natt else message,
                               addr, local_port))
+        keepalives = getattr(self.ike, "nat_keepalives", None)
+        if keepalives is not None:
+            # RFC 3948 §2.3: the single octet 0xFF, without the non-ESP marker, when behind a NAT.
+            for addr, local_port in keepalives(now):
+                self._out.append((b"\xff", addr, local_port))
 
     def next_delivery(self) -> Delivery | None:
         return self._deliveries.popleft() if self._deliveries else None

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ikeproto.config import Phase2Config
+from ikeproto.errors import IkeError
 from ikeproto.events import (NegotiationFailed, Phase1Deleted, Phase1Established,
                              Phase2Deleted, Phase2Established)
 from policyagent import audit, records
@@ -127,7 +128,11 @@ class Lifecycle:
         phase2 = self.ike_config.phase2_for(decision, local_ts, remote_ts, mode)
         if phase2 is None or self.ike_config.phase1_config((peer, self.config.ike_port)) is None:
             return None
-        request_id = self.ike.initiate(peer=(peer, self.config.ike_port), phase2=phase2, now=now)
+        try:
+            request_id = self.ike.initiate(peer=(peer, self.config.ike_port), phase2=phase2, now=now)
+        except IkeError as exc:  # a policy IKE cannot offer (e.g. no proposal it can encode)
+            self.log.info("acquire_refused", peer=peer, error=str(exc))
+            return None
         acquire = _Acquire(request_id=request_id, key=flow, peer=peer, decision=decision,
                            phase2=phase2, started_at=now)
         self._acquires[flow] = acquire

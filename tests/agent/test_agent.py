@@ -239,3 +239,19 @@ def test_ah_plus_esp_bundle(clock):
     forged[-1] ^= 1
     one.receive_datagram(bytes(forged), (TWO, NATT_PORT), NATT_PORT, clock.now)
     assert drain(one) == [] and one.stats.dropped["integrity"] == 1
+
+
+def test_ipv6_hosts(clock):
+    """The same path between IPv6 hosts: UDP and ICMPv6 echo, protected both ways."""
+    from tests.agent.helpers import Network, make_agent
+
+    net = Network(clock)
+    one = net.add(make_agent("2001:db8::1", partner_policy("2001:db8::2", method=builtin.HIGH), clock))
+    two = net.add(make_agent("2001:db8::2", partner_policy("2001:db8::1", method=builtin.HIGH), clock))
+    assert two.send_udp("2001:db8::2", 5, "2001:db8::1", 7, b"v6", clock.now) is SendResult.NEGOTIATING
+    net.run()
+    assert [(d.data, d.is_protected) for d in drain(one)] == [(b"v6", True)]
+    assert two.send_echo("2001:db8::1", 1, 1, b"ping6", clock.now) is SendResult.PROTECTED
+    net.run()
+    [reply] = drain(two)
+    assert (reply.protocol, reply.data, reply.is_protected) == (dp.IPPROTO_ICMPV6, b"ping6", True)
