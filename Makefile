@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The Kerberos extra (gssapi) builds against MIT krb5's headers: install it when they are there.
+EXTRAS := test$(shell command -v krb5-config >/dev/null 2>&1 && echo ,kerberos)
 
 .PHONY: demo test fuzz bench clean
 
@@ -11,8 +13,13 @@ $(STAMP): pyproject.toml
 	  { echo "error: Python >= 3.11 is needed (found $$($(PYTHON) --version))" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	echo '$(EXTRAS)' > $(STAMP)
+
+# Re-install when the available extras changed (e.g. krb5 headers installed since).
+ifneq ($(shell cat $(STAMP) 2>/dev/null),$(EXTRAS))
+.PHONY: $(STAMP)
+endif
 
 demo: $(STAMP)
 	$(BIN)/policyagent demo

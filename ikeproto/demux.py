@@ -20,7 +20,7 @@ from ikeproto.events import NegotiationFailed
 from ikeproto.exchanges import MessageKind, check_payloads
 from ikeproto.exchanges.common import Inbound
 from ikeproto.exchanges.informational import clear_notify, process_clear, process_protected
-from ikeproto.exchanges.main_mode import MainMode, Step
+from ikeproto.exchanges.main_mode import MainMode, Step  # noqa: F401 - MainMode for type hints
 from ikeproto.exchanges.quick_mode import QuickMode
 from ikeproto.exchanges.quick_mode import Step as QmStep
 from ikeproto.ike_sa import IkeSa
@@ -121,7 +121,7 @@ class Demultiplexer:
             return None
         sa = IkeSa(cky_i=msg.initiator_cookie, cky_r=cky_r, is_initiator=False, peer=addr,
                    local_address=self.local_address, local_port=port, config=config, now=now, trace=self.trace)
-        sa.main_mode = MainMode(sa, self)
+        sa.main_mode = self._new_main_mode(sa)
         inb = Inbound(message=msg, payloads=msg.payloads, raw=raw, addr=addr, local_port=port, now=now)
         self.trace.message("received", msg.payloads, exchange="main mode 1", peer=addr[0], cookies=sa.cookie_text)
         try:

@@ -268,7 +268,7 @@ class IkeEndpoint(Demultiplexer):
         sa = IkeSa(cky_i=self.table.new_initiator_cookie(), cky_r=ZERO_COOKIE, is_initiator=True, peer=peer,
                    local_address=self.local_address, local_port=self.ike_port, config=config, now=now,
                    trace=self.trace)
-        sa.main_mode = MainMode(sa, self)
+        sa.main_mode = self._new_main_mode(sa)
         sa.pending.append((rid, phase2))
         sa.main_mode.start(now)
         self.table.add(sa)
@@ -391,6 +391,10 @@ class IkeEndpoint(Demultiplexer):
         if at is not None and at != sa.scheduled_at:
             sa.scheduled_at = at
             heapq.heappush(self._heap, (at, next(self._seq), sa))
+
+    def _new_main_mode(self, sa: IkeSa) -> MainMode:
+        """The Main Mode task for a new SA (one place, so an extension can substitute its class)."""
+        return MainMode(sa, self)
 
     def _start_quick_mode(self, sa: IkeSa, rid: int, cfg: Phase2Config, now: float) -> None:
         qm = QuickMode(sa, self, message_id=self.new_message_id(sa), initiator=True, request_id=rid, config=cfg)

@@ -115,7 +115,8 @@ class Phase1Deleted(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Phase2Deleted(Event):
-    """IPsec SAs are gone (audit 542): the peer's Delete names our inbound SPIs."""
+    """IPsec SAs are gone (audit 542). ``spis`` are always our inbound SPIs (``ChildSa.spi_in``): a
+    peer's Delete names its own inbound SPIs (our outbound ones), which the endpoint maps back."""
 
     protocol: Literal["esp", "ah"]
     spis: tuple[int, ...]  # our inbound SPIs (spi_in of the ChildSa)

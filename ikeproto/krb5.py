@@ -16,6 +16,7 @@ Does not own: the IKE rules (``ikeproto.gss``).
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
@@ -23,6 +24,8 @@ from ikeproto.errors import UsageError
 from ikeproto.gss import GssContext, GssFailure, GssUnavailableError, KerberosAuthError
 
 __all__ = ["KerberosCredentials", "classify", "is_available"]
+
+_CCACHE_SERIAL = itertools.count()
 
 
 def is_available() -> bool:
@@ -149,7 +152,9 @@ class KerberosCredentials:
             raise UsageError(f"{principal!r} is not a machine principal like host/<fqdn>@REALM")
         self.keytab = os.fspath(keytab)
         self.principal = principal
-        self._ccache = f"MEMORY:pyipsec-{os.getpid()}-{id(self):x}"
+        # A name never used before in this process: MEMORY caches outlive their objects, and an
+        # id() can come back for a new object whose keytab (or KDC) is not the old one's.
+        self._ccache = f"MEMORY:pyipsec-{os.getpid()}-{next(_CCACHE_SERIAL)}"
         self._initiate: Any = None
         self._accept: Any = None
 

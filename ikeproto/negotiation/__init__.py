@@ -8,7 +8,11 @@ these payloads, the NAT-T dialect (``ikeproto.natt``) or keys.
 """
 
 from ikeproto.negotiation.lifetimes import DEFAULT_LIFETIME_S, parse_responder_lifetime, responder_lifetime_data
-from ikeproto.negotiation.phase1 import (
+from ikeproto.negotiation.phase1 import (  # noqa: F401 - the name tables are re-exported for extensions
+    _P1_AUTH_NAMES,
+    P1_AUTH,
+    P1_CIPHERS,
+    P1_HASHES,
     Phase1Choice,
     accept_phase1,
     is_supported_phase1,
@@ -28,6 +32,9 @@ from ikeproto.negotiation.phase2 import (
 
 __all__ = [
     "DEFAULT_LIFETIME_S",
+    "P1_AUTH",
+    "P1_CIPHERS",
+    "P1_HASHES",
     "ChildChoice",
     "Phase1Choice",
     "Phase2Choice",
