@@ -96,6 +96,24 @@ def partner_policy(peer: str, key: str, method: SecurityMethod) -> Policy:
                   filter_lists=(fl,), filter_actions=(fa,))
 
 
+def kerberos_status() -> tuple[bool, str]:
+    """Whether the built-in policies can use real Kerberos here, and why not."""
+    from ikeproto.config import Phase1Config
+
+    fields = getattr(Phase1Config, "__dataclass_fields__", {})
+    if not any("gss" in name or "kerberos" in name for name in fields):
+        return False, "this IKE build has no GSS-API (Kerberos) credentials to give main mode yet"
+    try:
+        import gssapi  # noqa: F401
+    except ImportError:
+        return False, "the gssapi package is not installed (pip install '.[kerberos]')"
+    import os
+
+    if not os.environ.get("KRB5_CONFIG") and not os.path.exists("/etc/krb5.conf"):
+        return False, "no Kerberos realm is configured (no KDC)"
+    return False, "a KDC may be configured, but the demo's two loopback hosts have no principals in it"
+
+
 def _ah_supported() -> bool:
     """Whether IKE can agree on AH where the demo fakes a NAT (ESP in UDP without root)."""
     from ikeproto.config import Phase1Config
@@ -165,8 +183,10 @@ async def _demo(args: argparse.Namespace) -> None:
     _say(f"HQ-RES-WRK-01 is {ONE} and HQ-RES-WRK-02 is {TWO}: two policy agents in this process,")
     _say(f"each with its own IKE endpoint (UDP {ike_port}) and secured data path (ESP in UDP on {natt_port},")
     _say("RFC 3948, so no root is needed). Pings go through the agents, as ICMP echo in IP packets.")
-    _say("No Kerberos KDC is available here: the built-in policies authenticate with Kerberos, so")
-    _say("this demo substitutes a pre-shared key for Kerberos on both hosts.")
+    _, why = kerberos_status()
+    _say(f"No Kerberos KDC is available: {why}.")
+    _say("The built-in policies authenticate with Kerberos, so this demo substitutes a pre-shared")
+    _say("key for Kerberos on both hosts.")
     try:
         await _part1(demo)
         await _part2(demo)
