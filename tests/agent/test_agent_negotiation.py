@@ -119,7 +119,8 @@ def test_a_wrong_key_blocks_the_flow_for_one_minute(clock):
 def test_a_peer_that_answers_then_goes_silent_is_blocked_not_soft(clock):
     """The seed: "If at any time the client does reply, then a negotiation is in progress and
     must succeed completely" -- no soft SA even with fallback allowed; one-minute block."""
-    net, one, two = pair_of(clock, partner_policy(TWO, falls_back=True), partner_policy(ONE), fake_ike=True)
+    net, one, two = pair_of(clock, partner_policy(TWO, method=builtin.HIGH, falls_back=True),
+                            partner_policy(ONE, method=builtin.HIGH))
     two.send_udp(TWO, 1, ONE, 7, b"a", clock.now)
     # Let the peer answer main mode, then silence it for the quick mode.
     original = one.receive_datagram
@@ -133,6 +134,8 @@ def test_a_peer_that_answers_then_goes_silent_is_blocked_not_soft(clock):
     one.receive_datagram = quiet
     net.advance(30, step=0.5)
     assert two.stats.soft_sas == 0
+    [failure] = two.audit.query(event_id=547)
+    assert failure.reason != "No response from peer"
     assert two.send_udp(TWO, 1, ONE, 7, b"b", clock.now) is SendResult.BLOCKED
 
 
