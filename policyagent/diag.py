@@ -67,7 +67,7 @@ def report(service: Any, *, info: dict[str, Any] | None = None) -> dict[str, Any
         "ipsec_sa_pairs": len(agent.sad),
         "pending_negotiations": agent.pending_negotiations,
         "blocked_flows": [{"peer": key[0], "until_s": round(until - now, 1)}
-                          for key, until in agent._blocked.items() if until > now],
+                          for key, until in agent.blocked_flows(now)],
         "agent_stats": agent.stats.as_dict(),
         "ike_stats": stats,
         "service": dict(info or {}),

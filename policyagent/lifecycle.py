@@ -143,6 +143,10 @@ class Lifecycle:
                       if decision.rule else None)
         return acquire
 
+    def blocked_flows(self, now: float) -> list[tuple[FlowKey, float]]:
+        """Flows blocked after a failed negotiation, with the time their block ends."""
+        return [(key, until) for key, until in self._blocked.items() if until > now]
+
     def _answered(self, acquire: _Acquire) -> bool:
         return self._heard.get(acquire.peer, _NEVER) >= acquire.started_at
 

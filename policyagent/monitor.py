@@ -68,7 +68,7 @@ def snapshot(agent: Any, now: float) -> dict[str, Any]:
     stats["active_sas"] = sum(1 for p in pairs if not p.is_soft)
     stats["active_soft_sas"] = sum(1 for p in pairs if p.is_soft)
     stats["pending_negotiations"] = agent.pending_negotiations
-    stats["blocked_flows"] = sum(1 for until in agent._blocked.values() if until > now)
+    stats["blocked_flows"] = len(agent.blocked_flows(now))
     return {
         "host": agent.address,
         "policy": agent.policy.name if agent.policy is not None else None,
