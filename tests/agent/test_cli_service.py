@@ -84,6 +84,8 @@ def test_two_processes_ping_monitor_events_diag(two_services):
     assert snap["statistics"]["quick_modes"] == 1 and snap["statistics"]["confidential_bytes_sent"] > 0
     table = _cli("monitor", "--once", "--via", str(sock)).stdout
     assert "IP Security Monitor - 127.0.0.2" in table and "Quick Modes" in table
+    live = _cli("monitor", "--count", "2", "--interval", "0.1", "--via", str(two)).stdout
+    assert live.count("IP Security Monitor - 127.0.0.2") == 2 and live.count("\x1b[2J") == 2
 
     events = _cli("events", "--via", str(two), "--id", "541", "-v")
     assert "Data Protection Mode (Quick Mode)" in events.stdout and "InboundSpi" in events.stdout
