@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from policyagent import builtin
 from policyagent import datapath as dp
@@ -14,7 +16,7 @@ from policyagent import monitor
 from policyagent.agent import SendResult
 from policyagent.model import (ActionKind, Address, AuthMethod, Filter, FilterAction, FilterList,
                                Policy, Rule, SecurityMethod)
-from tests.agent.helpers import (GCM, NATT_PORT, PSK, clear_packets, drain, esp_payloads,
+from tests.agent.helpers import (GCM, IKE_PORT, NATT_PORT, PSK, clear_packets, drain, esp_payloads,
                                  ike_datagrams, notices, pair_of, partner_policy)
 
 ONE, TWO = "127.0.0.1", "127.0.0.2"
@@ -255,3 +257,51 @@ def test_ipv6_hosts(clock):
     net.run()
     [reply] = drain(two)
     assert (reply.protocol, reply.data, reply.is_protected) == (dp.IPPROTO_ICMPV6, b"ping6", True)
+
+
+_FUZZ: dict = {}
+
+
+def _fuzz_target():
+    """Two agents with an established ESP pair, built once for the property tests."""
+    if not _FUZZ:
+        from tests.conftest import FakeClock
+
+        clock = FakeClock()
+        net, one, two = pair_of(clock, partner_policy(TWO, method=builtin.HIGH), partner_policy(ONE, method=builtin.HIGH))
+        two.send_udp(TWO, 1, ONE, 2, b"seed", clock.now)
+        net.run()
+        drain(one)
+        two.send_udp(TWO, 1, ONE, 2, b"template", clock.now)
+        [(esp, _, _)] = two.datagrams_to_send(clock.now)
+        _FUZZ.update(clock=clock, one=one, esp=esp)
+    return _FUZZ
+
+
+@given(data=st.binary(max_size=300), port=st.sampled_from(["ike", "natt"]))
+@example(data=b"\x00\x00\x00\x00", port="natt")
+@example(data=b"\x45\x00\x00\x14" + bytes(16), port="natt")
+def test_arbitrary_datagrams_never_raise_and_change_no_sa(data, port):
+    """Any bytes on the IKE or NAT-T port are dropped or handled: nothing raises, the SA pair
+    stays, nothing is delivered as protected."""
+    f = _fuzz_target()
+    one = f["one"]
+    before = [p.spis_in for p in one.sad]
+    local_port = IKE_PORT if port == "ike" else NATT_PORT
+    one.receive_datagram(data, (TWO, local_port), local_port, f["clock"].now)
+    assert [p.spis_in for p in one.sad] == before
+    assert not any(d.is_protected for d in drain(one))
+
+
+@given(flips=st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=4))
+def test_mutated_esp_is_never_delivered(flips):
+    """Bit flips anywhere in a valid ESP packet: dropped (integrity, no SA, malformed), never
+    delivered."""
+    f = _fuzz_target()
+    one, esp = f["one"], bytearray(f["esp"])
+    for bit in flips:
+        esp[(bit // 8) % len(esp)] ^= 1 << (bit % 8)
+    if bytes(esp) == f["esp"]:
+        return
+    one.receive_datagram(bytes(esp), (TWO, NATT_PORT), NATT_PORT, f["clock"].now)
+    assert drain(one) == []
