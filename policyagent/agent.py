@@ -68,8 +68,9 @@ def default_ike_factory(**kwargs: Any) -> Any:
 class PolicyAgent(Inbound, Lifecycle, Timers):
     """One host's policy agent. ``local_addresses`` are this host's addresses (the first is its
     IKE address); ``policy`` the assigned policy (None: no IPsec, everything in clear);
-    ``ike_factory(config=, local_address=, ike_port=, natt_port=, rng=, logger=)`` builds the
-    IKE endpoint (a new one on ``restart``); ``logger`` is the IKE debug trace."""
+    ``ike_factory(config=, local_address=, ike_port=, natt_port=, rng=, logger=, trace=)``
+    builds the IKE endpoint (a new one on ``restart``); ``logger`` is the IKE debug trace
+    (None: tracing off, and the endpoint is told so)."""
 
     def __init__(self, *, policy: Policy | None, local_addresses: Sequence[str],
                  config: AgentConfig = AgentConfig(), ike_factory: Callable[..., Any] | None = None,
@@ -83,6 +84,7 @@ class PolicyAgent(Inbound, Lifecycle, Timers):
         self._local = frozenset(self.local_addresses)
         self.audit = audit if audit is not None else AuditLog()
         self.log = logger if logger is not None else null_logger()
+        self._tracing = logger is not None
         self._rng = rng
         self._ike_factory = ike_factory or default_ike_factory
         self.ike_config = PolicyConfig(None, self.address,
@@ -112,7 +114,7 @@ class PolicyAgent(Inbound, Lifecycle, Timers):
         self.ike = self._ike_factory(config=self.ike_config, local_address=self.address,
                                      ike_port=self.config.ike_port,
                                      natt_port=self.config.natt_port, rng=self._rng,
-                                     logger=self.log)
+                                     logger=self.log, trace=self._tracing)
         self.started_at = now
 
     # -- commands -------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from policyagent.agent import AgentConfig, PolicyAgent, SendResult, SenderNotifi
 from policyagent.audit import AuditLog, file_logger
 from policyagent.datapath import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP
 from policyagent.model import Policy
-from policyagent.trace import TraceFile, null_logger
+from policyagent.trace import TraceFile
 
 __all__ = ["AgentService", "IpSecBlocked", "IpSecNegotiating", "PingResult", "SkewedClock",
            "start_agent"]
@@ -378,7 +378,7 @@ async def start_agent(*, policy: Policy | None, address: str, config: AgentConfi
         stream = os.fdopen(fd, "a", encoding="utf-8")
         closers.append(stream.close)
         audit_logger = file_logger(stream)
-    trace_logger = null_logger()
+    trace_logger = None
     if trace_path is not None:
         trace = TraceFile(trace_path, include_secrets=trace_secrets)
         closers.append(trace.close)
