@@ -21,6 +21,7 @@ deadline is computed from the ``now`` given to the inputs.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,7 +230,11 @@ class Lifecycle:
         self._forget.pop(peer, None)
         replaced = self.sad.add(pair)
         if replaced is not None:
-            self._supersede(replaced, now)
+            is_rekey = acquire is not None and acquire.rekey_of is not None
+            if replaced.is_soft or is_rekey or self._is_aging(replaced, now):
+                self._supersede(replaced, now)
+            else:
+                self._settle_duplicate(replaced, pair, now)
         self.stats.quick_modes += 1
         self.audit.record(records.quick_mode_established(ev, pair, host=self.address))
         self.log.info("sa_pair_installed", peer=peer, spis_in=pair.spis_in,
@@ -244,6 +249,29 @@ class Lifecycle:
             self._replay_queue(acquire.queue, now)
         if peer in self._responding:
             self._end_responding(peer, now)
+
+    def _is_aging(self, pair: SaPair, now: float) -> bool:
+        """Whether a new pair for ``pair``'s flow is its rekey (half its life in seconds or
+        kilobytes is gone, or we asked for one) rather than a simultaneous duplicate."""
+        if pair.rekey_request is not None:
+            return True
+        if pair.lifetime_s and now - pair.established_at >= pair.lifetime_s / 2:
+            return True
+        return bool(pair.lifetime_kb) and pair.kb_used() >= pair.lifetime_kb / 2
+
+    def _settle_duplicate(self, old: SaPair, new: SaPair, now: float) -> None:
+        """Both hosts negotiated the same flow at once: two pairs. Both sides must keep the same
+        one, or each deletes the pair the other uses: the pair initiated by the lower address
+        wins (the newer one when both came from the same host)."""
+        def initiator(p: SaPair) -> tuple:
+            ip = ipaddress.ip_address(self.address if p.is_initiator else p.peer)
+            return (ip.version, int(ip))
+
+        if initiator(old) < initiator(new):
+            self.sad.prefer(old)
+            self._supersede(new, now)
+        else:
+            self._supersede(old, now)
 
     def _supersede(self, old: SaPair, now: float) -> None:
         if old.is_soft:

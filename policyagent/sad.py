@@ -260,6 +260,12 @@ class SaDatabase:
         pair.set_state(PairState.DELETED)
         return True
 
+    def prefer(self, pair: SaPair) -> None:
+        """Make ``pair`` its flow's current pair again (a duplicate lost to it)."""
+        if self.pairs.get(pair.id) is pair:
+            self._by_flow[pair.key] = pair
+            self.generation += 1
+
     def for_flow(self, key: FlowKey) -> SaPair | None:
         return self._by_flow.get(key)
 

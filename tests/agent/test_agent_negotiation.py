@@ -181,3 +181,20 @@ def test_clear_echo_to_a_plain_host_is_delivered(clock):
     [reply] = drain(one)
     assert not reply.is_protected and clear_packets(net) and dp.parse(clear_packets(net)[0]).protocol == 1
     assert three.stats.echo_requests_answered == 1
+
+
+def test_simultaneous_negotiation_keeps_one_pair_on_both_sides(clock):
+    """Both hosts send first: two quick modes for one flow. Both keep the same pair (the one the
+    lower address initiated) and delete the other, so traffic keeps flowing afterwards."""
+    net, one, two = pair_of(clock, partner_policy(TWO, method=builtin.HIGH), partner_policy(ONE, method=builtin.HIGH))
+    assert one.send_udp(ONE, 1, TWO, 7, b"a", clock.now) is SendResult.NEGOTIATING
+    assert two.send_udp(TWO, 7, ONE, 1, b"b", clock.now) is SendResult.NEGOTIATING
+    net.run()
+    assert [d.data for d in drain(one)] == [b"b"] and [d.data for d in drain(two)] == [b"a"]
+    net.advance(30)
+    [p1], [p2] = list(one.sad), list(two.sad)
+    assert p1.spis_in == p2.spis_out and p1.is_initiator and not p2.is_initiator
+    assert one.send_udp(ONE, 1, TWO, 7, b"c", clock.now) is SendResult.PROTECTED
+    assert two.send_udp(TWO, 7, ONE, 1, b"d", clock.now) is SendResult.PROTECTED
+    net.run()
+    assert [d.data for d in drain(one)] == [b"d"] and [d.data for d in drain(two)] == [b"c"]
