@@ -230,8 +230,9 @@ class Lifecycle:
         self._forget.pop(peer, None)
         replaced = self.sad.add(pair)
         if replaced is not None:
-            is_rekey = acquire is not None and acquire.rekey_of is not None
-            if replaced.is_soft or is_rekey or self._is_aging(replaced, now):
+            # Replacing an aging pair is a rekey; replacing a young one means both hosts
+            # negotiated at once (first packets, or both rekeying): settle on one pair.
+            if replaced.is_soft or self._is_aging(replaced, now):
                 self._supersede(replaced, now)
             else:
                 self._settle_duplicate(replaced, pair, now)

@@ -139,3 +139,23 @@ def test_responding_client_forgets_the_server_after_an_hour(clock):
     net.advance(3600)
     assert two.audit.query(event_id=543)
     assert two.send_echo(ONE, 1, 3, b"x", clock.now) is SendResult.CLEAR
+
+
+def test_both_sides_rekeying_at_once_settle_on_one_pair(clock):
+    """If both hosts renegotiate a flow at the same moment (packets in flight made each think it
+    sent more), both keep the same new pair and traffic continues."""
+    net, one, two = _esp(clock)
+    _ping(net, two, one, 0)
+    for seq in range(1, 6):
+        net.advance(240)
+        _ping(net, two, one, seq)
+    [p1], [p2] = list(one.sad), list(two.sad)
+    assert two.stats.rekeys == 0
+    one._rekey(p1, clock.now)  # stage the race: both ask at once
+    two._rekey(p2, clock.now)
+    net.run()
+    net.advance(30)
+    [n1], [n2] = list(one.sad), list(two.sad)
+    assert n1.spis_in == n2.spis_out and n1.spis_in != p1.spis_in
+    _ping(net, two, one, 99)
+    _ping(net, one, two, 100)
