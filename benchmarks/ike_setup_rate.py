@@ -185,25 +185,34 @@ def _dh_floor(number: int):
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     seconds = 0.01 if args.smoke else args.seconds
-    rows: list[Row] = []
+    rounds = 1 if args.smoke else 3
+    plan: list[tuple[str, str, object, str | None]] = []  # (case, what, fn, ceiling)
+    closers = []
     for number, ike in GROUPS.items():
         case = f"group {number} ({ike.rsplit('-', 1)[1]})"
-        floor = "dh floor"
-        ops, t = measure(_dh_floor(number), seconds=seconds)
-        rows.append(Row(case, floor, ops, t))
-        bench = InProcess(ike)
-        ops, t = measure(bench.full, seconds=seconds)
-        rows.append(Row(case, "MM+QM in-process", ops, t, ceiling=floor))
-        ops, t = measure(InProcess(ike, trace=True).full, seconds=seconds)
-        rows.append(Row(case, "MM+QM, trace on", ops, t, ceiling=floor))
-        udp = OverUdp(ike)
-        try:
-            ops, t = measure(udp.full, seconds=seconds)
-        finally:
-            udp.close()
-        rows.append(Row(case, "MM+QM over UDP (aio)", ops, t, ceiling=floor))
-        ops, t = measure(bench.quick, seconds=seconds)
-        rows.append(Row(case, "QM only", ops, t, ceiling=floor))
+        bench, udp = InProcess(ike), OverUdp(ike)
+        closers.append(udp.close)
+        plan += [
+            (case, "dh floor", _dh_floor(number), None),
+            (case, "MM+QM in-process", bench.full, "dh floor"),
+            (case, "MM+QM, trace on", InProcess(ike, trace=True).full, "dh floor"),
+            (case, "MM+QM over UDP (aio)", udp.full, "dh floor"),
+            (case, "QM only", bench.quick, "dh floor"),  # after bench.full: its ISAKMP SA exists
+        ]
+    # Other processes share these 2 cores: every row is measured in each of a few interleaved
+    # rounds and keeps its best, so that a busy moment does not land on one row only.
+    best: dict[tuple[str, str], tuple[int, float]] = {}
+    try:
+        for _ in range(rounds):
+            for case, what, fn, _ceiling in plan:
+                ops, t = measure(fn, seconds=seconds / rounds)  # type: ignore[arg-type]
+                old = best.get((case, what))
+                if old is None or t / ops < old[1] / old[0]:
+                    best[(case, what)] = (ops, t)
+    finally:
+        for close in closers:
+            close()
+    rows = [Row(case, what, *best[(case, what)], ceiling=ceiling) for case, what, _fn, ceiling in plan]
     print(report(rows, as_json=args.json))
 
 

@@ -323,7 +323,9 @@ async def _run(command: str, s: dict[str, Any]) -> int:
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait({done, stopping}, return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
-            if done.done() and s.get("hold") is not None:
+            if done.done() and all(isinstance(r, NegotiationFailed) for r in done.result()):
+                pass  # nothing to hold
+            elif done.done() and s.get("hold") is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=float(s["hold"]))
             else:

@@ -735,3 +735,24 @@ def test_tool_initiates_to_tool_over_loopback(tmp_path):
     [t] = [e for e in theirs if e["event"] == "Phase2Established"]
     assert (m["sas"][0]["spi_in"], m["sas"][0]["spi_out"]) == (t["sas"][0]["spi_out"], t["sas"][0]["spi_in"])
     assert "enc_key_in" not in init.stdout + out
+
+
+def test_tool_initiate_to_a_silent_peer_exits_1():
+    """No answer: the endpoint gives up (timed out, after its retransmissions) and the tool exits 1."""
+    pytest.importorskip("ikeproto.endpoint")
+    import json
+    import subprocess
+    import sys
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind((B_ADDR, 0))
+    silent.settimeout(5)
+    with silent:
+        proc = subprocess.run([sys.executable, "-m", "ikeproto", "initiate", "--local", A_ADDR, "--psk", "k",
+                               "--peer", f"{B_ADDR}:{silent.getsockname()[1]}", "--ike-port", "0", "--natt-port", "0",
+                               "--loop", "asyncio"], capture_output=True, text=True, timeout=30)
+        assert len(silent.recv(65535)) > 28  # Main Mode message 1 was sent
+    assert proc.returncode == 1, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["Listening", "NegotiationFailed"]
+    assert events[1]["timed_out"] and events[1]["phase"] == 1 and events[1]["request_id"] == 1
