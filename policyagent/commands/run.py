@@ -4,7 +4,9 @@ Loads the store's assigned policy (or ``--policy NAME``), binds the IKE and NAT-
 ``--address``, writes the audit log (JSON lines, ``STORE/audit.jsonl`` by default) and, with
 ``--trace``, the IKE debug trace (``STORE/oakley.log``, previous run kept as ``.sav``), and listens
 on a control socket readable by its owner only (``STORE/control.sock``). Runs on uvloop when it
-is installed (``--loop``). SIGHUP re-reads the assigned policy; SIGINT/SIGTERM stop it.
+is installed (``--loop``). Like the Windows policy agent it notices a new assignment: the store
+is checked every ``--poll`` seconds (and on SIGHUP), and the assigned policy, or its file,
+changing is applied at once. SIGINT/SIGTERM stop it.
 
 Kerberos: without a KDC the built-in policies' Kerberos rules cannot authenticate; with
 ``--kerberos-psk KEY`` (same on both hosts) a pre-shared key stands in for Kerberos, and the
@@ -46,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--control", metavar="PATH", help=f"control socket (default STORE/{SOCKET_NAME})")
     p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                    help="event loop (default: uvloop when installed)")
+    p.add_argument("--poll", type=float, default=2.0, metavar="SECONDS",
+                   help="how often to check the store for a new assignment (default 2; 0: never)")
     p.set_defaults(func=run)
 
 
@@ -113,6 +117,15 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _safe(fn):
+    def call() -> None:
+        try:
+            fn()
+        except PolicyError as exc:
+            print(f"policyagent: cannot reload the policy: {exc}", file=sys.stderr, flush=True)
+    return call
+
+
 async def _serve(args, store: PolicyStore, policy, options, loop_name: str) -> int:
     loop = asyncio.get_running_loop()
     service = await start_agent(policy=policy, address=args.address, config=options["config"],
@@ -123,7 +136,31 @@ async def _serve(args, store: PolicyStore, policy, options, loop_name: str) -> i
         name = args.policy or store.assigned_name()
         new = store.get(name) if name else None
         service.assign_policy(new)
+        print(f"policyagent: policy '{new.name if new else 'none'}' assigned", flush=True)
         return new.name if new else None
+
+    def fingerprint() -> tuple:
+        name = args.policy or store.assigned_name()
+        path = store.find(name) if name else None
+        stamp = []
+        for p in (store.state_path, path):
+            try:
+                stamp.append((str(p), p.stat().st_mtime_ns) if p is not None else None)
+            except OSError:
+                stamp.append(None)
+        return (name, *stamp)
+
+    async def watch() -> None:
+        seen = fingerprint()
+        while args.poll > 0:
+            await asyncio.sleep(args.poll)
+            try:
+                now = fingerprint()
+                if now != seen:
+                    seen = now
+                    reload()
+            except PolicyError as exc:
+                print(f"policyagent: store changed but cannot be used: {exc}", file=sys.stderr, flush=True)
 
     info = {"audit_log": str(options["audit"]), "trace": str(options["trace"]) if options["trace"] else "off",
             "control_socket": str(options["control"]), "event_loop": loop_name, "pid": os.getpid()}
@@ -136,14 +173,16 @@ async def _serve(args, store: PolicyStore, policy, options, loop_name: str) -> i
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: reload())
+    loop.add_signal_handler(signal.SIGHUP, _safe(reload))
     name = policy.name if policy else "none"
     kind = " (built-in)" if policy is not None and builtin.is_builtin(policy.name) else ""
     print(f"policyagent: running on {args.address} (IKE {args.ike_port}, NAT-T {args.natt_port}), "
           f"policy '{name}'{kind}, {loop_name} loop, control socket {options['control']}", flush=True)
+    watcher = asyncio.ensure_future(watch())
     try:
         await stop.wait()
     finally:
+        watcher.cancel()
         control.close()
         service.close()
     print("policyagent: stopped", flush=True)

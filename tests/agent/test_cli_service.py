@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,8 @@ def two_services(tmp_path):
         assert _cli("policy", "assign", "Partner", "--store", str(store)).returncode == 0
         proc = subprocess.Popen(
             [sys.executable, "-m", "policyagent", "run", "--store", str(store), "--address", me,
-             "--ike-port", str(ike), "--natt-port", str(natt), "--trace", "--loop", "asyncio"],
+             "--ike-port", str(ike), "--natt-port", str(natt), "--trace", "--loop", "asyncio",
+             "--poll", "0.2"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
             env=os.environ | {"PYTHONPATH": str(ROOT)})
         procs.append(proc)
@@ -94,6 +96,15 @@ def test_two_processes_ping_monitor_events_diag(two_services):
     diag = _cli("diag", "--via", str(two))
     assert "Local IPSec Policy Active: 'Partner'" in diag.stdout and "127.0.0.1: established" in diag.stdout
     assert (two / "oakley.log").stat().st_size > 0
+
+    # Assigning another policy in the store takes effect in the running service (polled).
+    assert _cli("policy", "assign", "Client", "--store", str(two)).returncode == 0
+    for _ in range(50):
+        if json.loads(_cli("monitor", "--json", "--via", str(two)).stdout)["policy"] == "Client (Respond Only)":
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the new assignment was not applied")
 
 
 def test_commands_without_a_service_say_so(tmp_path):
