@@ -17,6 +17,7 @@ an SA pair because time passed (the seed, "IKE Quick Mode (Phase 2)" and "Secure
 from __future__ import annotations
 
 from ikeproto.config import Phase2Config
+from ikeproto.errors import IkeError
 from policyagent import records
 from policyagent.lifecycle import _Acquire
 from policyagent.sad import PairState, SaPair
@@ -61,7 +62,7 @@ class Timers:
                 try:
                     self.ike.delete_phase2((pair.peer, self.config.ike_port), spi,
                                            protocol=protocol, now=now)
-                except Exception as exc:  # the endpoint may have no ISAKMP SA left to send it
+                except IkeError as exc:  # the endpoint already forgot this SA (e.g. initial contact)
                     self.log.info("delete_not_sent", peer=pair.peer, spi=spi, error=str(exc))
         self.stats.sa_deleted += 1
         self.audit.record(records.quick_mode_ended(pair, at=now, host=self.address, reason=reason))
@@ -184,7 +185,7 @@ class Timers:
         packet and is back to respond-only."""
         try:
             self.ike.delete_phase1((peer, self.config.ike_port), now=now)
-        except Exception as exc:  # no ISAKMP SA left: nothing to delete
+        except IkeError as exc:  # no ISAKMP SA left: nothing to delete
             self.log.info("phase1_delete_not_sent", peer=peer, error=str(exc))
         self._drain_ike(now)
         self._heard.pop(peer, None)
