@@ -13,7 +13,7 @@ import pytest
 from policyagent import builtin
 from policyagent.agent import AgentConfig
 from policyagent.aio import IpSecNegotiating, SkewedClock, start_agent
-from tests.agent.helpers import HAS_REAL_IKE, FakeIkeEndpoint, partner_policy
+from tests.agent.helpers import partner_policy
 
 ONE, TWO = "127.0.0.1", "127.0.0.2"
 
@@ -43,9 +43,6 @@ def config(ports, **kw) -> AgentConfig:
                        kerberos_psk=b"kerberos-substitute", **kw)
 
 
-FACTORY = None if HAS_REAL_IKE else FakeIkeEndpoint
-
-
 class Echo(asyncio.DatagramProtocol):
     def connection_made(self, transport):
         self.transport = transport
@@ -71,8 +68,8 @@ class Client(asyncio.DatagramProtocol):
 
 async def _two(policy_1, policy_2, **kw):
     ports = free_ports()
-    one = await start_agent(policy=policy_1, address=ONE, config=config(ports, **kw), ike_factory=FACTORY)
-    two = await start_agent(policy=policy_2, address=TWO, config=config(ports, **kw), ike_factory=FACTORY)
+    one = await start_agent(policy=policy_1, address=ONE, config=config(ports, **kw))
+    two = await start_agent(policy=policy_2, address=TWO, config=config(ports, **kw))
     return one, two
 
 
@@ -142,9 +139,8 @@ async def _wrong_key_blocked_for_a_minute():
     loop = asyncio.get_running_loop()
     ports = free_ports()
     clock = SkewedClock(loop, speed=20)  # main mode retries take ~24 s: run them 20x faster
-    one = await start_agent(policy=partner_policy(TWO, method=builtin.HIGH), address=ONE, config=config(ports), ike_factory=FACTORY, clock=clock)
-    two = await start_agent(policy=partner_policy(ONE, key="WRONG", method=builtin.HIGH), address=TWO, config=config(ports),
-                            ike_factory=FACTORY, clock=clock)
+    one = await start_agent(policy=partner_policy(TWO, method=builtin.HIGH), address=ONE, config=config(ports), clock=clock)
+    two = await start_agent(policy=partner_policy(ONE, key="WRONG", method=builtin.HIGH), address=TWO, config=config(ports), clock=clock)
     try:
         first = [r async for r in two.ping(ONE, count=1, timeout=3.0)]
         assert first[0].status in ("negotiating", "blocked")
