@@ -291,8 +291,10 @@ class Lifecycle:
                      and ev.request_id is None])
         answered = (not ev.timed_out) or any(self._answered(a) for a in acquires)
         flt = audit.AuditFilter.from_selectors(*acquires[0].key[1:3]) if acquires else None
+        offered = "; ".join(str(m) for m in acquires[0].decision.security_methods) if acquires else ""
         self.audit.record(records.negotiation_failed(ev, host=self.address, filter=flt,
-                                                     answered=answered, auth=self._auth.get(peer)))
+                                                     answered=answered, auth=self._auth.get(peer),
+                                                     offered=offered))
         self.log.info("negotiation_failed", peer=peer, reason=ev.reason, timed_out=ev.timed_out,
                       answered=answered)
         if not acquires and peer in self._responding:

@@ -128,7 +128,7 @@ def main_mode_ended(peer: str, *, at: float, host: str, reason: str) -> audit.Sa
 
 
 def negotiation_failed(ev: NegotiationFailed, *, host: str, filter: audit.AuditFilter | None,
-                       answered: bool, auth: str | None) -> audit.AuditEvent:
+                       answered: bool, auth: str | None, offered: str = "") -> audit.AuditEvent:
     """546 for NO-PROPOSAL-CHOSEN, 545 for a failed Kerberos authentication, else 547."""
     mode = audit.MAIN_MODE if ev.phase == 1 else audit.QUICK_MODE
     flt = filter or audit.AuditFilter.hosts(host, ev.peer[0])
@@ -139,8 +139,9 @@ def negotiation_failed(ev: NegotiationFailed, *, host: str, filter: audit.AuditF
                                        reason="No response from peer")
     if ev.notify == NO_PROPOSAL_CHOSEN:
         return audit.InvalidProposal(at=ev.at, host=host, mode=mode, peer_address=ev.peer[0],
-                                     filter=flt, attribute="proposal", expected="a policy offer",
-                                     received="none acceptable", reason=ev.reason)
+                                     filter=flt, attribute="security methods",
+                                     expected=offered or "one of this policy's methods",
+                                     received="no acceptable proposal", reason=ev.reason)
     if auth == "gssapi" and ev.phase == 1 and (ev.notify == AUTHENTICATION_FAILED
                                               or "auth" in ev.reason.lower()):
         return audit.KerberosFailed(at=ev.at, host=host, peer_address=ev.peer[0], reason=ev.reason)

@@ -198,3 +198,15 @@ def test_simultaneous_negotiation_keeps_one_pair_on_both_sides(clock):
     assert two.send_udp(TWO, 7, ONE, 1, b"d", clock.now) is SendResult.PROTECTED
     net.run()
     assert [d.data for d in drain(one)] == [b"d"] and [d.data for d in drain(two)] == [b"c"]
+
+
+def test_no_common_security_method_is_an_invalid_proposal(clock):
+    """High on one side, Medium on the other: quick mode finds no common proposal: event 546 on
+    both sides (what we offered, that nothing was acceptable), and the flow is blocked."""
+    net, one, two = pair_of(clock, partner_policy(TWO, method=builtin.MEDIUM), partner_policy(ONE, method=builtin.HIGH))
+    two.send_udp(TWO, 1, ONE, 7, b"a", clock.now)
+    net.advance(10, step=1)
+    [mine], [theirs] = two.audit.query(event_id=546), one.audit.query(event_id=546)
+    assert "ESP[AES128,SHA1]" in mine.expected and mine.mode.startswith("Data")
+    assert theirs.peer_address == TWO
+    assert two.send_udp(TWO, 1, ONE, 7, b"b", clock.now) is SendResult.BLOCKED
