@@ -608,7 +608,6 @@ def _loopback_configs(*, force_encapsulation: bool = False):
 
 async def _real_pair(*, force_encapsulation: bool = False, esp_a=None, esp_b=None):
     """Services at 127.0.0.1 and 127.0.0.2 on ephemeral IKE ports and one shared NAT-T port."""
-    pytest.importorskip("ikeproto.endpoint")
     conf_a, conf_b = _loopback_configs(force_encapsulation=force_encapsulation)
     for _ in range(20):
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -703,7 +702,6 @@ def test_forced_encapsulation_floats_to_natt_and_carries_esp(run):
 def test_tool_initiates_to_tool_over_loopback(tmp_path):
     """``python -m ikeproto respond`` and ``initiate`` agree on a Quick Mode: crossed SPIs in their
     JSON events, no key in the output, both exit 0 after deleting."""
-    pytest.importorskip("ikeproto.endpoint")
     import json
     import subprocess
     import sys
@@ -739,7 +737,6 @@ def test_tool_initiates_to_tool_over_loopback(tmp_path):
 
 def test_tool_initiate_to_a_silent_peer_exits_1():
     """No answer: the endpoint gives up (timed out, after its retransmissions) and the tool exits 1."""
-    pytest.importorskip("ikeproto.endpoint")
     import json
     import subprocess
     import sys
