@@ -28,11 +28,12 @@ from typing import Any
 
 from policyagent import audit, diag
 from policyagent.aio import AgentService
+from policyagent.errors import PolicyError
 
 SOCKET_NAME = "control.sock"
 
 
-class ControlError(Exception):
+class ControlError(PolicyError):
     """The service could not be reached or answered with an error."""
 
 
