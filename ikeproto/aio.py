@@ -203,10 +203,13 @@ class IkeService:
         self._log.debug("socket_error", error=str(exc))
 
     def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
-        if self._closed:
+        at, self._timer, self._timer_at = self._timer_at, None, None
+        if self._closed or at is None:
             return
-        self.endpoint.handle_timer(self._loop.time())
+        # uvloop's clock has millisecond steps and may run a timer while loop.time() is still just
+        # below ``at``; the endpoint would then do nothing and ask for the same time again (a busy
+        # loop until the clock ticks). The timer being due is the point, so ``now`` is at least ``at``.
+        self.endpoint.handle_timer(max(self._loop.time(), at))
         self._flush()
 
     # -- outputs ---------------------------------------------------------------------------------
