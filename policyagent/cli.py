@@ -7,7 +7,7 @@ import importlib
 import sys
 
 # Sub-command modules under policyagent.commands, in the order --help lists them.
-COMMANDS = ("demo", "policy", "cert")
+COMMANDS = ("demo", "run", "policy", "ping", "monitor", "events", "diag", "cert")
 
 
 def build_parser() -> argparse.ArgumentParser:
