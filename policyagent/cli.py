@@ -24,7 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # `policyagent monitor | head`: the reader left, that is not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
