@@ -87,6 +87,7 @@ class GssAuth(Authentication):
         self._hash_sent = False  # initiator: HASH_I went out
         self._peer_verified = False  # responder: HASH_I verified
         self._dead = False
+        self._refused: tuple[bytes, KerberosAuthError] | None = None  # responder: the last refused first token
 
     @property
     def is_dead(self) -> bool:
@@ -123,7 +124,16 @@ class GssAuth(Authentication):
                                 notify=NotifyType.PAYLOAD_MALFORMED)
         # The responder's refused first token leaves the authenticator as it was; the initiator's
         # context dies with any error (is_dead).
-        self._next = self.gss.accept_token(token.data)
+        if self._refused is not None and self._refused[0] == token.data:
+            # A retransmitted message 3 gets the same answer: fed to Kerberos again it would be
+            # refused as a replay (MIT keeps even a refused AP-REQ in its replay cache).
+            raise self._refused[1]
+        try:
+            self._next = self.gss.accept_token(token.data)
+        except KerberosAuthError as err:
+            if not self.is_initiator:
+                self._refused = (token.data, err)
+            raise
 
     # --- messages 5 and 6 ---------------------------------------------------------------------
 
