@@ -14,12 +14,10 @@ a message that fails (bad KE value, HASH_I that does not verify, a body that doe
 raises ``ProtocolError`` and changes nothing, so the genuine message can still follow. The
 endpoint turns that error into a dropped datagram, an unprotected Notify and a recorded reason.
 
-The authentication method is a strategy chosen with the transform (``auth.Authentication``,
-``auth.SignatureAuth``, ``gss_auth.GssAuth``): its additions to messages 1-4, SKEYID, the proof
-in 5/6 and its check. GSS-API repeats 5/6 while a context needs legs (``AUTH_SENT`` again;
-``AUTH_ANSWERED``). A dead method (a failed GSS-API context) makes the task ``FAILED`` as it
-raises: the endpoint gives up at once with the method's audit reason (545). A refused Kerberos
-token in message 3 changes nothing but queues that ``NegotiationFailed`` (once per reason).
+The authentication method is a strategy chosen with the transform (``auth``, ``gss_auth``).
+GSS-API repeats 5/6 while a context needs legs (``AUTH_SENT`` again, ``AUTH_ANSWERED``); a dead
+method (a failed GSS-API context) makes the task ``FAILED`` as it raises, and the endpoint gives
+up at once. A refused Kerberos token in message 3 changes nothing but queues its 545 event.
 
 RFC 3947 §3-§4 (NAT-T): vendor IDs in messages 1-2, NAT-D in 3-4, the initiator moves to the
 NAT-T port for message 5 when a NAT is detected (or faked), the responder answers from the port
@@ -349,6 +347,9 @@ class MainMode:
         sa = self.sa
         assert sa.choice is not None and sa.local_id is not None and self.auth is not None
         sa.local_id, sa.peer_id = self.auth.identities(sa.local_id, identity_of(id_p))
+        value = sa.peer_id.value
+        self.env.trace.step("peer authenticated", method=self.auth.method, peer_id=sa.peer_id.kind,
+                            name=value if isinstance(value, str) else value.hex(), peer=sa.peer_ip)
         sa.establish(inb.now)
         self._set_step(Step.ESTABLISHED)
         self.flight = None

@@ -7,7 +7,7 @@ wire of messages 1-6 (vendor IDs, the 65001 transform and the GSS identity attri
 byte, where tokens and hashes go for 1 to 5 legs), HASH_I recomputed from the wire and SKEYID
 as for signatures, the vendor-ID rule for 65001, NAT-T, and each failure with its audit-545
 reason in ``NegotiationFailed.auth_failure`` (final or droppable as gss_auth's docstring says),
-and the (state, message) walk over the repeated 5/6 steps.
+the (state, message) walk over the repeated 5/6 steps, and mutated messages (a property).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import hmac
 from dataclasses import dataclass, replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ikeproto import vendor_ids
 from ikeproto.attributes import serialize_attributes
@@ -30,6 +32,7 @@ from ikeproto.exchanges.gss_auth import GssAuth
 from ikeproto.exchanges.main_mode import TRANSITIONS, Step
 from ikeproto.gss import GSS_ID_ATTRIBUTE_W2K, GssFailure, KerberosAuthError, decode_gss_id, gss_id_attribute
 from ikeproto.message import parse_message, serialize_message, serialize_payload_body
+from ikeproto.mutations import mutate_bytes
 from ikeproto.negotiation import accept_phase1, phase1_sa, select_phase1
 from ikeproto.negotiation.phase1 import with_gss_id
 from ikeproto.payloads import GssPayload, HashPayload, IdPayload, KePayload, NoncePayload, VendorIdPayload
@@ -599,3 +602,30 @@ def test_every_main_mode_message_out_of_its_place_changes_nothing(state):
     a.initiate((B_ADDR, 500), CFG, clock.now)
     transfer(a, b, clock.now, intercept=evil)
     assert len(established(events(a))) == len(established(events(b))) == 1
+
+
+@pytest.mark.parametrize("index", range(6), ids=[f"MM{i + 1}" for i in range(6)])
+@settings(max_examples=20)
+@given(data=st.data())
+def test_mutated_kerberos_messages_never_escape(index, data):
+    """Property: a structurally mutated copy of Main Mode message ``index`` (Kerberos-like, two
+    legs) delivered before the genuine one never makes ``receive_datagram`` raise; for messages 5
+    and 6 (encrypted, carrying the wrapped hashes) it is always dropped and Main Mode completes."""
+    clock = FakeClock()
+    a, b = gss_pair(2)
+    seen = [0]
+
+    def intercept(d):
+        if not is_mm(d.data):
+            return d.data
+        i, seen[0] = seen[0], seen[0] + 1
+        if i != index:
+            return d.data
+        mutant = mutate_bytes(d.data, lambda n: data.draw(st.integers(0, max(n - 1, 0))),
+                              rounds=data.draw(st.integers(1, 3)))
+        return [mutant, d.data]
+
+    a.initiate((B_ADDR, 500), CFG, clock.now)
+    transfer(a, b, clock.now, intercept=intercept)
+    if index >= 4:
+        assert len(established(events(a))) == len(established(events(b))) == 1
