@@ -183,6 +183,7 @@ class Authentication:
     the pre-shared key (HASH_I/HASH_R, RFC 2409 §5); subclasses override what differs."""
 
     method = "psk"
+    uses_psk = True  # SKEYID from the pre-shared key; the others use the signature form
 
     def __init__(self, config: Phase1Config, choice: Phase1Choice, *, is_initiator: bool) -> None:
         self.config = config
@@ -203,10 +204,10 @@ class Authentication:
         return transform
 
     def keys(self, *, ni_b: bytes, nr_b: bytes, g_xy: bytes, cky_i: bytes, cky_r: bytes) -> Phase1Keys:
-        """SKEYID and what follows (RFC 2409 §5): from the pre-shared key here; the signature one,
+        """SKEYID and what follows (RFC 2409 §5): from the pre-shared key, or the signature one,
         prf(Ni_b | Nr_b, g^xy), for signatures and GSS-API (docs/kerberos.md, fact 7)."""
         c = self.choice
-        if self.method != "psk":
+        if not self.uses_psk:
             return Phase1Keys.from_signature(hash_alg=c.hash, cipher=c.cipher, ni_b=ni_b, nr_b=nr_b, g_xy=g_xy,
                                              cky_i=cky_i, cky_r=cky_r)
         assert self.config.psk is not None
@@ -249,6 +250,7 @@ class SignatureAuth(Authentication):
     certificate when no key is configured for it."""
 
     method = "rsa-sig"
+    uses_psk = False
 
     def ke_payloads(self) -> list[Payload]:
         return [CrPayload(cert_type=CertEncoding.X509_SIGNATURE)] if self.config.peer_public_key is None else []

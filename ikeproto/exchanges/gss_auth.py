@@ -72,6 +72,7 @@ class GssAuth(Authentication):
     """GSS-API Kerberos for one side of one Main Mode (see the module docstring)."""
 
     method = "gssapi"
+    uses_psk = False  # SKEYID as for signatures
 
     def __init__(self, config: Phase1Config, choice: Phase1Choice, *, is_initiator: bool) -> None:
         super().__init__(config, choice, is_initiator=is_initiator)
