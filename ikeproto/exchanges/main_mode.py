@@ -44,7 +44,7 @@ from ikeproto.gss import gss_vendor_ids, peer_speaks_gssapi
 from ikeproto.ike_sa import Flight, IkeSa
 from ikeproto.keymat import Phase1Keys
 from ikeproto.message import Message, serialize_message, serialize_payload_body, serialize_payloads
-from ikeproto.natt import NatStatus, choose_variant, detect_nat, natd_payloads, offered_vendor_ids
+from ikeproto.natt import NatDetection, NatStatus, NattVariant, choose_variant, offered_vendor_ids
 from ikeproto.negotiation import Phase1Choice, accept_phase1, phase1_sa, select_phase1
 from ikeproto.payloads import IdPayload, KePayload, NoncePayload, NotifyPayload, VendorIdPayload
 from ikeproto.proposals import Proposal, SaPayload
@@ -241,9 +241,7 @@ class MainMode:
         extra = self.auth.ke_payloads()
         payloads: list = [KePayload(data=private.public_value), NoncePayload(data=ni), *extra]
         if variant is not None:
-            payloads += natd_payloads(choice.hash, sa.cky_i, cky_r, remote=inb.addr,
-                                      local=(self.env.local_address, inb.local_port), variant=variant,
-                                      fake=cfg.force_encapsulation, rng=self.env.rng)
+            payloads += self._natd(inb, variant, choice, cky_r).payloads(self.env.rng)
         # commit
         sa.cky_r, sa.choice, sa.natt, sa.peer_answered = cky_r, choice, variant, True
         self._dh, self.ni, self.g_xi = private, ni, private.public_value
@@ -265,15 +263,14 @@ class MainMode:
         if ke.data == self.g_xi or nonce.data == self.ni:
             # Our own message 3 sent back as message 4 (a reflection): the same shape, our values.
             raise ProtocolError("our own KE value or nonce came back", notify=NotifyType.INVALID_KEY_INFORMATION)
-        nat = None
-        if sa.natt is not None:
-            hashes = [p.data for p in inb.of_type(sa.natt.natd_type)]
-            if len(hashes) >= 2:
-                nat = detect_nat(sa.choice.hash, sa.cky_i, sa.cky_r, hashes,
-                                 local=(self.env.local_address, inb.local_port), remote=inb.addr)
-                if sa.config.force_encapsulation:
-                    nat = NatStatus(local_behind_nat=True, peer_behind_nat=nat.peer_behind_nat)
+        nat = self._natd(inb, sa.natt, sa.choice, sa.cky_r).status(inb.payloads) if sa.natt is not None else None
         return ke.data, nonce.data, nat
+
+    def _natd(self, inb: Inbound, variant: NattVariant, choice: Phase1Choice, cky_r: bytes) -> NatDetection:
+        """RFC 3947 §3.2 NAT-D for message 3/4, with the addresses ``inb`` arrived between."""
+        return NatDetection(variant=variant, hash_alg=choice.hash, cky_i=self.sa.cky_i, cky_r=cky_r,
+                            local=(self.env.local_address, inb.local_port), remote=inb.addr,
+                            fake=self.sa.config.force_encapsulation)
 
     def _keys(self, g_xy: bytes, ni: bytes, nr: bytes) -> Phase1Keys:
         assert self.auth is not None
@@ -408,7 +405,7 @@ class MainMode:
         self._send((self._message([reply, *(VendorIdPayload(data=v) for v in vids)]),), inb.now, retransmit=False)
 
     def _process_mm3(self, inb: Inbound) -> None:
-        sa, cfg = self.sa, self.sa.config
+        sa = self.sa
         assert sa.choice is not None and self.auth is not None
         g_xi, ni, nat = self._key_exchange(inb)
         private = dh.group(sa.choice.dh_group).generate(self.env.rng)
@@ -422,9 +419,7 @@ class MainMode:
             raise
         payloads: list = [KePayload(data=private.public_value), NoncePayload(data=nr), *self.auth.ke_payloads()]
         if sa.natt is not None and nat is not None:
-            payloads += natd_payloads(sa.choice.hash, sa.cky_i, sa.cky_r, remote=inb.addr,
-                                      local=(self.env.local_address, inb.local_port), variant=sa.natt,
-                                      fake=cfg.force_encapsulation, rng=self.env.rng)
+            payloads += self._natd(inb, sa.natt, sa.choice, sa.cky_r).payloads(self.env.rng)
         # commit
         sa.keys, sa.nat, sa.peer_answered = keys, nat, True
         sa.ivs = keys.iv_manager(g_xi=g_xi, g_xr=private.public_value, max_exchanges=MAX_EXCHANGES)
