@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import hmac
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 from ikeproto.config import Mode
@@ -35,6 +36,7 @@ from ikeproto.vendor_ids import NAT_T_DRAFT_02, NAT_T_DRAFT_02_N, NAT_T_DRAFT_03
 
 __all__ = [
     "KEEPALIVE_INTERVAL_S",
+    "NatDetection",
     "NatStatus",
     "NattVariant",
     "choose_variant",
@@ -167,3 +169,33 @@ def detect_nat(
     local_ok = hmac.compare_digest(received[0], mine)
     peer_ok = any(hmac.compare_digest(h, theirs) for h in received[1:])
     return NatStatus(local_behind_nat=not local_ok, peer_behind_nat=not peer_ok)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NatDetection:
+    """RFC 3947 §3.2 for one Main Mode message 3 or 4: the agreed dialect, the negotiated hash and
+    the cookies, and the addresses as we see them (``local``: where the message arrived or leaves
+    from, ``remote``: the peer's). ``fake`` pretends we are behind a NAT (``force_encapsulation``)."""
+
+    variant: NattVariant
+    hash_alg: Hash
+    cky_i: bytes
+    cky_r: bytes
+    local: tuple[str, int]
+    remote: tuple[str, int]
+    fake: bool = False
+
+    def payloads(self, rng: Callable[[int], bytes]) -> list[NatDPayload]:
+        """The NAT-D payloads we add to message 3 (initiator) or 4 (responder)."""
+        return natd_payloads(self.hash_alg, self.cky_i, self.cky_r, remote=self.remote, local=self.local,
+                             variant=self.variant, fake=self.fake, rng=rng)
+
+    def status(self, payloads: Iterable[Any]) -> NatStatus | None:
+        """What the peer's NAT-D payloads (the dialect's type) say; None when it sent fewer than
+        two (it does not do NAT-T after all). Faking, we always count ourselves behind a NAT."""
+        ptype = self.variant.natd_type
+        hashes = [p.data for p in payloads if isinstance(p, NatDPayload) and p.payload_type == ptype]
+        if len(hashes) < 2:
+            return None
+        nat = detect_nat(self.hash_alg, self.cky_i, self.cky_r, hashes, local=self.local, remote=self.remote)
+        return NatStatus(local_behind_nat=True, peer_behind_nat=nat.peer_behind_nat) if self.fake else nat
