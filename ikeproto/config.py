@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:  # ikeproto.gss needs no gssapi either, but config stays free of it at run time
+    from ikeproto.gss import GssMechanism
 
 Address = tuple[str, int]
 Mode = Literal["transport", "tunnel"]
@@ -29,7 +32,9 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Identity:
     """An ISAKMP identity (RFC 2407 §4.6.2): ``kind`` is ``ipv4``, ``ipv6``, ``fqdn``,
-    ``user-fqdn``, ``der-dn`` or ``key-id``; ``value`` is its text (or DER bytes for ``der-dn``)."""
+    ``user-fqdn``, ``der-dn`` or ``key-id``; ``value`` is its text (or DER bytes for ``der-dn``).
+    Events also use ``kerberos`` (the principal a GSS-API context authenticated), which is never
+    an ID payload."""
 
     kind: str
     value: str | bytes
@@ -76,6 +81,14 @@ class Phase1Config:
     certificate: object | None = None
     peer_public_key: object | None = None
     trusted_certificates: tuple[object, ...] = ()
+    # Kerberos (auth "gssapi", method 65001 with the GSS-API vendor IDs): ``kerberos`` is this
+    # computer's credentials, an ``ikeproto.krb5.KerberosCredentials`` (host/<fqdn>@REALM from a
+    # keytab) or any ``ikeproto.gss.GssMechanism``; a gssapi proposal is offered and accepted only
+    # when it is set. ``kerberos_peer`` is the principal the peer must authenticate as (the realm
+    # may be left out); None: any principal of the realm, and the initiator asks a ticket for the
+    # name the responder announces in message 2 (we then announce ours in message 1).
+    kerberos: GssMechanism | None = field(default=None, repr=False)
+    kerberos_peer: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,7 +6,8 @@ responder cookie it would get), check the peer address, then by exchange type an
 or create the task, decrypt without touching any state, check the message against its row of
 ``exchanges.PAYLOAD_RULES`` once, and hand it over. Duplicates of a message already answered get
 the same answer (RFC 2408 §5, never more than the task allows); everything else that does not fit
-is counted in ``stats.dropped`` under a reason, traced, and changes nothing.
+is counted in ``stats.dropped`` under a reason, traced, and changes nothing, except where a
+Main Mode task says the negotiation cannot go on (``Step.FAILED``): it is then given up at once.
 """
 
 from __future__ import annotations
@@ -163,9 +164,15 @@ class Demultiplexer:
         except ProtocolError as exc:
             sa.note_failure(str(exc), exc.notify, "me")
             self._drop("refused", exc, addr, exchange=kind.value)
-            if not sa.is_initiator:  # the answer to a refused message is its Notify, nothing else
-                self._out.append((clear_notify(sa.cky_i, sa.cky_r, exc.notify), addr, port))
+            over = mm.step is Step.FAILED  # the task cannot go on (its GSS-API context failed)
+            if not sa.is_initiator or over:
+                # The answer to a refused message is its Notify, nothing else; an initiator that
+                # gives up tells the responder why, so that its report carries the reason too.
+                notify = clear_notify(msg.initiator_cookie, msg.responder_cookie, exc.notify)
+                self._out.append((notify, addr, port))
                 self.stats.sent += 1
+            if over:
+                self._give_up_phase1(sa, now)
             return
         if kind is MessageKind.MM2:
             self.table.responder_cookie_known(sa)

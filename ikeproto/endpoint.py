@@ -367,18 +367,29 @@ class IkeEndpoint(Demultiplexer):
             reason, notify, point, timed_out = "peer stopped answering main mode", None, "peer", False
         else:
             reason, notify, point, timed_out = "no answer from peer", None, "peer", True
-        self.trace.failure(reason, exchange="main mode", peer=sa.peer_ip, cookies=sa.cookie_text)
+        # Kerberos failures are audited on their own (545): the reason code and what to do.
+        audit = None
+        if sa.main_mode is not None:
+            peer_notify = (f.notify, f.reason) if f is not None and f.failure_point == "peer" and f.notify else None
+            audit = sa.main_mode.audit_failure(peer_notify)
+        auth_failure = audit[0] if audit is not None else None
+        if audit is not None:
+            reason = audit[1]
+        self.trace.failure(reason, exchange="main mode", peer=sa.peer_ip, cookies=sa.cookie_text,
+                           auth_failure=auth_failure)
         if sa.main_mode is not None:
             sa.main_mode.fail()
         pending, sa.pending = sa.pending, []
         for rid, _cfg in pending:
             self.emit(NegotiationFailed(at=now, peer=sa.peer, phase=1, request_id=rid, reason=reason, notify=notify,
-                                        failure_point=point, timed_out=timed_out))  # type: ignore[arg-type]
+                                        failure_point=point, timed_out=timed_out,  # type: ignore[arg-type]
+                                        auth_failure=auth_failure))
         # A responder reports only peers that proved their address (message 3 carried our
         # cookie): spoofed message 1 floods leave no audit trail of their own.
         if not pending and (sa.is_initiator or sa.peer_answered):
             self.emit(NegotiationFailed(at=now, peer=sa.peer, phase=1, request_id=None, reason=reason, notify=notify,
-                                        failure_point=point, timed_out=timed_out))  # type: ignore[arg-type]
+                                        failure_point=point, timed_out=timed_out,  # type: ignore[arg-type]
+                                        auth_failure=auth_failure))
         sa.delete()
         self.table.remove(sa)
 

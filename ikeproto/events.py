@@ -94,6 +94,13 @@ class NegotiationFailed(Event):
     ``failure_point`` is "me" when we refused the peer's message, "peer" when the peer sent an
     error notify or refused ours; ``timed_out`` when the peer never answered (no response from
     peer: the agent may fall back to clear text where its action allows).
+
+    ``auth_failure`` is set when Kerberos authentication failed (audit 545): the
+    ``ikeproto.gss.GssFailure`` value (``no-keytab``, ``no-ticket``, ``clock-skew``,
+    ``unknown-principal``, ``kdc-unreachable``, ``invalid-token``, ``wrong-peer``, ``bad-hash``,
+    ``refused-by-peer``, ...), with what the administrator can do in ``reason``. A responder
+    queues one for a refused message 3 as well, while it keeps waiting for the genuine one
+    (``phase`` 1, ``request_id`` None): it may be followed by ``Phase1Established``.
     """
 
     phase: Literal[1, 2]
@@ -102,6 +109,7 @@ class NegotiationFailed(Event):
     notify: int | None = None
     failure_point: Literal["me", "peer"] = "me"
     timed_out: bool = False
+    auth_failure: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -33,7 +33,7 @@ import enum
 import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from ikeproto import vendor_ids
 from ikeproto.attributes import Attribute
@@ -64,6 +64,7 @@ __all__ = [
     "gss_id_attribute",
     "gss_vendor_ids",
     "peer_speaks_gssapi",
+    "peer_refused",
     "principal_matches",
 ]
 
@@ -178,6 +179,7 @@ class GssFailure(enum.StrEnum):
     NO_PEER_NAME = "no-peer-name"
     BAD_HASH = "bad-hash"
     OUT_OF_ORDER = "out-of-order"
+    REFUSED_BY_PEER = "refused-by-peer"  # the peer answered our token or hash with an error notify
     OTHER = "other"
 
 
@@ -195,6 +197,13 @@ class KerberosAuthError(ProtocolError):
         self.advice = advice
         self.detail = detail
         self.local = local
+
+
+def peer_refused(detail: str | None = None) -> KerberosAuthError:
+    """What to report when the peer answered our Kerberos authentication with an error notify
+    (AUTHENTICATION-FAILED, INVALID-HASH-INFORMATION): the reason is in the peer's own log."""
+    return KerberosAuthError(GssFailure.REFUSED_BY_PEER, "the peer refused our Kerberos authentication: its "
+                             "security log (event 545) says why", detail=detail)
 
 
 # --- what a mechanism provides -------------------------------------------------------------------
@@ -265,9 +274,10 @@ class GssAuthenticator:
     responder sends (None back: nothing more to send). Responder: ``accept_token(t)`` for each
     initiator token, sending back what it returns. Once ``is_complete``: ``hash_payload`` wraps
     our HASH, ``verify_hash`` checks the peer's; ``hash_i``/``hash_r`` compute them with the
-    GSS additions. Any GSS error raises ``KerberosAuthError`` and the authenticator is dead,
-    except a responder's first token: a refused one leaves it at START (the genuine message 3 can
-    still follow).
+    GSS additions (``hash_suffix`` is what they add after ID_b). Any GSS error raises
+    ``KerberosAuthError`` and the authenticator is dead, except a responder's refused first token
+    (it stays at START: the genuine message 3 can still follow) and a HASH payload that does not
+    unwrap (the genuine message 5/6 can still follow).
     """
 
     def __init__(self, mechanism: GssMechanism, *, is_initiator: bool, expected_peer: str | None = None) -> None:
@@ -369,19 +379,24 @@ class GssAuthenticator:
     def _side_tokens(self, of_initiator: bool) -> list[bytes]:
         return self.tokens_sent if of_initiator == self.is_initiator else self.tokens_received
 
+    def hash_suffix(self, *, of_initiator: bool) -> bytes:
+        """What GSS-API appends after ID_b in HASH_I (``of_initiator``) or HASH_R: that side's GSS
+        identity (when both sides announced one) and every token that side sent, in order."""
+        ids = self.identities
+        own, other = (ids.initiator, ids.responder) if of_initiator else (ids.responder, ids.initiator)
+        return gss_hash_suffix(own_id=own, other_id=other, tokens=self._side_tokens(of_initiator))
+
     def hash_i(self, prf: Prf, skeyid: bytes, *, g_xi: bytes, g_xr: bytes, cky_i: bytes, cky_r: bytes, sai_b: bytes,
                idii_b: bytes) -> bytes:
         """HASH_I over the initiator's tokens (sent by us as initiator, received as responder)."""
-        ids = self.identities
-        return gss_hash_i(prf, skeyid, g_xi=g_xi, g_xr=g_xr, cky_i=cky_i, cky_r=cky_r, sai_b=sai_b, idii_b=idii_b,
-                          tokens_i=self._side_tokens(True), gss_id_i=ids.initiator, gss_id_r=ids.responder)
+        return hash_i(prf, skeyid, g_xi=g_xi, g_xr=g_xr, cky_i=cky_i, cky_r=cky_r, sai_b=sai_b,
+                      idii_b=idii_b + self.hash_suffix(of_initiator=True))
 
     def hash_r(self, prf: Prf, skeyid: bytes, *, g_xi: bytes, g_xr: bytes, cky_i: bytes, cky_r: bytes, sai_b: bytes,
                idir_b: bytes) -> bytes:
         """HASH_R over the responder's tokens."""
-        ids = self.identities
-        return gss_hash_r(prf, skeyid, g_xi=g_xi, g_xr=g_xr, cky_i=cky_i, cky_r=cky_r, sai_b=sai_b, idir_b=idir_b,
-                          tokens_r=self._side_tokens(False), gss_id_i=ids.initiator, gss_id_r=ids.responder)
+        return hash_r(prf, skeyid, g_xi=g_xi, g_xr=g_xr, cky_i=cky_i, cky_r=cky_r, sai_b=sai_b,
+                      idir_b=idir_b + self.hash_suffix(of_initiator=False))
 
     def hash_payload(self, value: bytes) -> bytes:
         """Our HASH_I/HASH_R wrapped by the context, for the HASH payload. Wrapped once: a
@@ -397,7 +412,12 @@ class GssAuthenticator:
         return self._wrapped[1]
 
     def verify_hash(self, wrapped: bytes, expected: bytes, *, name: str = "HASH") -> None:
-        """Unwrap the peer's HASH payload and compare it with ``expected`` (constant time)."""
+        """Unwrap the peer's HASH payload and compare it with ``expected`` (constant time).
+
+        A payload that does not unwrap changes nothing (a failed per-message token leaves the
+        context usable, as MIT's does: tests/interop/test_kdc.py), so the genuine message can still
+        follow; a hash that unwraps but differs is final (the peer wrapped what it computed: tokens
+        or messages were altered, and a retransmission carries the same bytes)."""
         if not self.is_complete:
             raise self._fail(KerberosAuthError(GssFailure.OUT_OF_ORDER, f"{name} arrived before the GSS-API context "
                                                "was complete", notify=NotifyType.INVALID_HASH_INFORMATION))
@@ -405,8 +425,8 @@ class GssAuthenticator:
         try:
             value = self._ctx.unwrap(wrapped)
         except KerberosAuthError as err:
-            raise self._fail(KerberosAuthError(GssFailure.BAD_HASH, f"the peer's wrapped {name} did not unwrap",
-                                               detail=err.detail, notify=NotifyType.INVALID_HASH_INFORMATION)) from None
+            raise KerberosAuthError(GssFailure.BAD_HASH, f"the peer's wrapped {name} did not unwrap",
+                                    detail=err.detail, notify=NotifyType.INVALID_HASH_INFORMATION) from None
         if not hmac.compare_digest(value, expected):
             raise self._fail(KerberosAuthError(GssFailure.BAD_HASH, f"{name} does not verify: Main Mode messages or "
                                                "GSS tokens were altered", notify=NotifyType.INVALID_HASH_INFORMATION))

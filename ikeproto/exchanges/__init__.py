@@ -61,16 +61,19 @@ PAYLOAD_RULES: dict[MessageKind, PayloadRule] = {
     # RFC 2409 §5: HDR, SA [, VID...] both ways.
     MessageKind.MM1: PayloadRule({P.SA: (1, 1), **_VID}),
     MessageKind.MM2: PayloadRule({P.SA: (1, 1), **_VID}),
-    # HDR, KE, Ni [, CR] [, NAT-D, NAT-D] (RFC 3947 §3.2; 130 with the drafts).
+    # HDR, KE, Ni [, CR] [, GSS] [, NAT-D, NAT-D] (RFC 3947 §3.2; 130 with the drafts). GSS (129):
+    # the GSS-API token of draft-ietf-ipsec-isakmp-gss-auth; whether it must be there is the task's
+    # business (it depends on the chosen authentication method).
     MessageKind.MM3: PayloadRule({P.KE: (1, 1), P.NONCE: (1, 1), P.NAT_D: (0, 8), P.NAT_D_DRAFT: (0, 8),
-                                  P.CR: (0, 8), P.N: (0, 8), **_VID}),
+                                  P.CR: (0, 8), P.N: (0, 8), P.GSS: (0, 1), **_VID}),
     MessageKind.MM4: PayloadRule({P.KE: (1, 1), P.NONCE: (1, 1), P.NAT_D: (0, 8), P.NAT_D_DRAFT: (0, 8),
-                                  P.CR: (0, 8), P.N: (0, 8), **_VID}),
+                                  P.CR: (0, 8), P.N: (0, 8), P.GSS: (0, 1), **_VID}),
     # HDR*, IDii [, CERT] , HASH_I | SIG_I [, N(INITIAL-CONTACT)]: which of HASH/SIG the task checks.
+    # With GSS-API: HDR*, IDii, GSS [, HASH_I] while the context needs more legs (5/6 repeat).
     MessageKind.MM5: PayloadRule({P.ID: (1, 1), P.HASH: (0, 1), P.SIG: (0, 1), P.CERT: (0, 8), P.CR: (0, 8),
-                                  P.N: (0, 8), **_VID}, any_of=frozenset({P.HASH, P.SIG})),
+                                  P.N: (0, 8), P.GSS: (0, 1), **_VID}, any_of=frozenset({P.HASH, P.SIG, P.GSS})),
     MessageKind.MM6: PayloadRule({P.ID: (1, 1), P.HASH: (0, 1), P.SIG: (0, 1), P.CERT: (0, 8), P.CR: (0, 8),
-                                  P.N: (0, 8), **_VID}, any_of=frozenset({P.HASH, P.SIG})),
+                                  P.N: (0, 8), P.GSS: (0, 1), **_VID}, any_of=frozenset({P.HASH, P.SIG, P.GSS})),
     # RFC 2409 §5.5: HDR*, HASH(1), SA, Ni [, KE] [, IDci, IDcr] [, NAT-OAi, NAT-OAr (RFC 3947 §5.2)].
     MessageKind.QM1: PayloadRule({P.HASH: (1, 1), P.SA: (1, 1), P.NONCE: (1, 1), P.KE: (0, 1), P.ID: (0, 2),
                                   P.NAT_OA: (0, 2), P.NAT_OA_DRAFT: (0, 2), P.N: (0, 8)}, first=P.HASH),

@@ -1,5 +1,11 @@
-"""Main Mode authentication mechanics: RSA signatures (RFC 2409 §5.1) and the trust rule for the
-peer's key. Pre-shared keys need nothing here (SKEYID carries them, ``keymat.skeyid_psk``).
+"""Main Mode authentication: the per-method strategy Main Mode calls (``Authentication`` for
+pre-shared keys, ``SignatureAuth`` for RSA signatures; GSS-API Kerberos is ``gss_auth.GssAuth``),
+the RSA signature mechanics (RFC 2409 §5.1) and the trust rule for the peer's key. Pre-shared keys
+need little here (SKEYID carries them, ``keymat.skeyid_psk``).
+
+A strategy is chosen with the phase-1 transform and says what its method adds to messages 3/4,
+what our proof in 5/6 is and how the peer's is checked; checks run before Main Mode commits
+anything, so a refused message changes nothing.
 
 IKEv1 signs HASH_I / HASH_R themselves: "SIG_I = signed HASH_I" with PKCS #1 v1.5 block type 1
 padding and *no* DigestInfo (what every IKEv1 implementation does, strongSwan calls it
@@ -17,20 +23,27 @@ Validity dates, name constraints and revocation are not checked here.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ikeproto.config import Phase1Config, Phase1Proposal
+from ikeproto.config import Identity, Phase1Config, Phase1Proposal
 from ikeproto.enums import CertEncoding, NotifyType
 from ikeproto.errors import ProtocolError, UsageError
-from ikeproto.payloads import CertPayload, HashPayload, Payload, SigPayload
+from ikeproto.exchanges.common import Inbound, address_identity, identity_matches
+from ikeproto.keymat import Phase1Keys
+from ikeproto.negotiation import Phase1Choice
+from ikeproto.payloads import CertPayload, CrPayload, GssPayload, HashPayload, Payload, SigPayload
+from ikeproto.proposals import Transform
 
-__all__ = ["auth_payloads", "certificate_der", "rsa_sign", "rsa_verify", "trusted_peer_key",
-           "usable_proposals", "verify_peer"]
+__all__ = ["Authentication", "HashOf", "SignatureAuth", "auth_payloads", "certificate_der", "check_peer_identity",
+           "rsa_sign", "rsa_verify", "trusted_peer_key", "usable_proposals", "verify_peer"]
+
+HashOf = Callable[[bytes], bytes]
+"""HASH_I or HASH_R over a bound ID payload, with the given octets appended to ID_b (GSS-API)."""
 
 
 def certificate_der(cert: object) -> bytes:
@@ -135,7 +148,109 @@ def verify_peer(config: Phase1Config, auth: str, expected: bytes, hash_p: HashPa
 
 def usable_proposals(config: Phase1Config) -> tuple[Phase1Proposal, ...]:
     """The proposals whose authentication is configured: a PSK for psk, our RSA key and a way to
-    trust the peer's for rsa-sig (others, like gssapi, are not offered or accepted)."""
+    trust the peer's for rsa-sig, Kerberos credentials for gssapi (others are not offered or
+    accepted)."""
     rsa_ready = isinstance(config.private_key, rsa.RSAPrivateKey) and (
         config.peer_public_key is not None or bool(config.trusted_certificates))
-    return tuple(p for p in config.proposals if (p.auth == "psk" and config.psk) or (p.auth == "rsa-sig" and rsa_ready))
+    ready = {"psk": bool(config.psk), "rsa-sig": rsa_ready, "gssapi": config.kerberos is not None}
+    return tuple(p for p in config.proposals if ready.get(p.auth, False))
+
+
+def check_peer_identity(config: Phase1Config, method: str, got: Identity, *, peer_ip: str,
+                        peer_behind_nat: bool) -> None:
+    """The peer's Main Mode ID must be the configured identity; without one, a pre-shared-key peer
+    (looked up by its address) must name that address, unless it is behind a NAT."""
+    wanted = config.peer_id
+    if wanted is not None:
+        ok = identity_matches(wanted, got)
+    elif method == "psk" and not peer_behind_nat:
+        ok = got.kind in ("ipv4", "ipv6") and identity_matches(address_identity(peer_ip), got)
+    else:
+        ok = True
+    if not ok:
+        raise ProtocolError(f"peer identity {got.kind} {got.value!r} is not the expected one",
+                            notify=NotifyType.INVALID_ID_INFORMATION)
+
+
+def refuse_gss(inb: Inbound) -> None:
+    """GSS tokens belong to GSS-API authentication only (RFC 2408 §5.2: INVALID-PAYLOAD-TYPE)."""
+    if inb.find(GssPayload) is not None:
+        raise ProtocolError("GSS token without GSS-API authentication", notify=NotifyType.INVALID_PAYLOAD_TYPE)
+
+
+class Authentication:
+    """One side's authentication in one Main Mode, chosen with the phase-1 transform. This base is
+    the pre-shared key (HASH_I/HASH_R, RFC 2409 §5); subclasses override what differs."""
+
+    method = "psk"
+    uses_psk = True  # SKEYID from the pre-shared key; the others use the signature form
+
+    def __init__(self, config: Phase1Config, choice: Phase1Choice, *, is_initiator: bool) -> None:
+        self.config = config
+        self.choice = choice
+        self.is_initiator = is_initiator
+
+    @property
+    def is_dead(self) -> bool:
+        """True once the negotiation cannot go on, whatever the peer sends next."""
+        return False
+
+    def vendor_ids(self) -> list[bytes]:
+        """Vendor IDs the responder adds to message 2 for this method."""
+        return []
+
+    def reply_transform(self, transform: Transform) -> Transform:
+        """The transform the responder returns in message 2 (the chosen one as offered)."""
+        return transform
+
+    def keys(self, *, ni_b: bytes, nr_b: bytes, g_xy: bytes, cky_i: bytes, cky_r: bytes) -> Phase1Keys:
+        """SKEYID and what follows (RFC 2409 §5): from the pre-shared key, or the signature one,
+        prf(Ni_b | Nr_b, g^xy), for signatures and GSS-API (docs/kerberos.md, fact 7)."""
+        c = self.choice
+        if not self.uses_psk:
+            return Phase1Keys.from_signature(hash_alg=c.hash, cipher=c.cipher, ni_b=ni_b, nr_b=nr_b, g_xy=g_xy,
+                                             cky_i=cky_i, cky_r=cky_r)
+        assert self.config.psk is not None
+        return Phase1Keys.from_psk(hash_alg=c.hash, cipher=c.cipher, psk=self.config.psk, ni_b=ni_b, nr_b=nr_b,
+                                   g_xy=g_xy, cky_i=cky_i, cky_r=cky_r)
+
+    def ke_payloads(self) -> list[Payload]:
+        """What we add to message 3 (initiator) or 4 (responder); called before anything is committed."""
+        return []
+
+    def accept_ke(self, inb: Inbound) -> None:
+        """Check the peer's additions to message 3 (responder) or 4 (initiator), before commit."""
+        refuse_gss(inb)
+
+    def proof(self, hash_of: HashOf) -> list[Payload]:
+        """Our authentication payloads in message 5 (initiator) or 6 (responder)."""
+        return auth_payloads(self.config, self.method, hash_of(b""))
+
+    def verify(self, inb: Inbound, hash_of: HashOf, *, name: str) -> bool:
+        """Check the peer's message 5/6 (ProtocolError: refused); True when the peer is authenticated,
+        False when another round of messages 5/6 is needed (GSS-API only)."""
+        refuse_gss(inb)
+        verify_peer(self.config, self.method, hash_of(b""), inb.find(HashPayload), inb.find(SigPayload),
+                    inb.find_all(CertPayload), name=name)
+        return True
+
+    def identities(self, local: Identity, peer: Identity) -> tuple[Identity, Identity]:
+        """The (local, peer) identities ``Phase1Established`` reports: the ID payloads' by default."""
+        return local, peer
+
+    def audit_failure(self, error: ProtocolError | None, peer_notify: tuple[int, str] | None) -> tuple[str, str] | None:
+        """(reason code, what to do) when the negotiation ended in a failure of this method that is
+        audited on its own (GSS-API: event 545), else None. ``error`` is the one that ended it on
+        our side, ``peer_notify`` the (number, description) of an error notify the peer sent."""
+        return None
+
+
+class SignatureAuth(Authentication):
+    """RSA signatures (RFC 2409 §5.1): [CERT,] SIG_I / SIG_R; a CR in message 3/4 asks for the peer's
+    certificate when no key is configured for it."""
+
+    method = "rsa-sig"
+    uses_psk = False
+
+    def ke_payloads(self) -> list[Payload]:
+        return [CrPayload(cert_type=CertEncoding.X509_SIGNATURE)] if self.config.peer_public_key is None else []

@@ -14,6 +14,11 @@ a message that fails (bad KE value, HASH_I that does not verify, a body that doe
 raises ``ProtocolError`` and changes nothing, so the genuine message can still follow. The
 endpoint turns that error into a dropped datagram, an unprotected Notify and a recorded reason.
 
+The authentication method is a strategy chosen with the transform (``auth``, ``gss_auth``).
+GSS-API repeats 5/6 while a context needs legs (``AUTH_SENT`` again, ``AUTH_ANSWERED``); a dead
+method (a failed GSS-API context) makes the task ``FAILED`` as it raises, and the endpoint gives
+up at once. A refused Kerberos token in message 3 changes nothing but queues its 545 event.
+
 RFC 3947 §3-§4 (NAT-T): vendor IDs in messages 1-2, NAT-D in 3-4, the initiator moves to the
 NAT-T port for message 5 when a NAT is detected (or faked), the responder answers from the port
 message 5 arrived on. CVE-2016-5361: the responder never retransmits message 2 on a timer; it
@@ -27,28 +32,20 @@ from __future__ import annotations
 import enum
 
 from ikeproto import dh
-from ikeproto.enums import CertEncoding, ExchangeType, NotifyType, PayloadType, ProtocolId
+from ikeproto.enums import ExchangeType, NotifyType, PayloadType, ProtocolId
 from ikeproto.errors import ProtocolError, UsageError
-from ikeproto.events import Phase1Established
+from ikeproto.events import NegotiationFailed, Phase1Established
 from ikeproto.exchanges import MessageKind
-from ikeproto.exchanges.auth import auth_payloads, usable_proposals, verify_peer
-from ikeproto.exchanges.common import Env, Inbound, address_identity, identity_matches, identity_of, identity_payload
+from ikeproto.exchanges.auth import Authentication, HashOf, SignatureAuth, check_peer_identity, usable_proposals
+from ikeproto.exchanges.common import Env, Inbound, address_identity, identity_of, identity_payload
+from ikeproto.exchanges.gss_auth import GssAuth, announced_gss_id
+from ikeproto.gss import gss_vendor_ids, peer_speaks_gssapi
 from ikeproto.ike_sa import Flight, IkeSa
 from ikeproto.keymat import Phase1Keys
 from ikeproto.message import Message, serialize_message, serialize_payload_body, serialize_payloads
 from ikeproto.natt import NatStatus, choose_variant, detect_nat, natd_payloads, offered_vendor_ids
-from ikeproto.negotiation import accept_phase1, phase1_sa, select_phase1
-from ikeproto.payloads import (
-    CertPayload,
-    CrPayload,
-    HashPayload,
-    IdPayload,
-    KePayload,
-    NoncePayload,
-    NotifyPayload,
-    SigPayload,
-    VendorIdPayload,
-)
+from ikeproto.negotiation import Phase1Choice, accept_phase1, phase1_sa, select_phase1
+from ikeproto.payloads import IdPayload, KePayload, NoncePayload, NotifyPayload, VendorIdPayload
 from ikeproto.proposals import Proposal, SaPayload
 
 __all__ = ["MainMode", "Step", "TRANSITIONS"]
@@ -66,6 +63,7 @@ class Step(enum.Enum):
     KE_SENT = "ke-sent"  # initiator: 3 out, waiting for 4
     KE_ANSWERED = "ke-answered"  # responder: 4 out, waiting for 5
     AUTH_SENT = "auth-sent"  # initiator: 5 out, waiting for 6
+    AUTH_ANSWERED = "auth-answered"  # responder: a 6 with a GSS token out, waiting for the next 5
     ESTABLISHED = "established"
     FAILED = "failed"
 
@@ -75,8 +73,10 @@ TRANSITIONS: dict[Step, frozenset[Step]] = {
     Step.SA_SENT: frozenset({Step.KE_SENT, Step.FAILED}),
     Step.SA_ANSWERED: frozenset({Step.KE_ANSWERED, Step.FAILED}),
     Step.KE_SENT: frozenset({Step.AUTH_SENT, Step.FAILED}),
-    Step.KE_ANSWERED: frozenset({Step.ESTABLISHED, Step.FAILED}),
-    Step.AUTH_SENT: frozenset({Step.ESTABLISHED, Step.FAILED}),
+    Step.KE_ANSWERED: frozenset({Step.AUTH_ANSWERED, Step.ESTABLISHED, Step.FAILED}),
+    # GSS-API contexts that need more legs repeat messages 5 and 6.
+    Step.AUTH_SENT: frozenset({Step.AUTH_SENT, Step.ESTABLISHED, Step.FAILED}),
+    Step.AUTH_ANSWERED: frozenset({Step.AUTH_ANSWERED, Step.ESTABLISHED, Step.FAILED}),
     Step.ESTABLISHED: frozenset(),
     Step.FAILED: frozenset(),
 }
@@ -87,7 +87,10 @@ EXPECTS: dict[Step, MessageKind] = {
     Step.KE_SENT: MessageKind.MM4,
     Step.KE_ANSWERED: MessageKind.MM5,
     Step.AUTH_SENT: MessageKind.MM6,
+    Step.AUTH_ANSWERED: MessageKind.MM5,
 }
+
+_METHODS: dict[str, type[Authentication]] = {"psk": Authentication, "rsa-sig": SignatureAuth, "gssapi": GssAuth}
 
 
 class MainMode:
@@ -103,6 +106,9 @@ class MainMode:
         self.replays = 0
         self.expire_at: float | None = None  # responder: when a half-open SA is given up
         self.proposals = usable_proposals(sa.config)
+        self.auth: Authentication | None = None  # chosen with the transform
+        self.fatal: ProtocolError | None = None  # what ended the negotiation at once (see process)
+        self._reported: set[str] = set()  # audit reasons of refused messages already queued
         self.sai_b = b""
         self.ni = self.nr = self.g_xi = self.g_xr = b""
         self._dh: dh.DhPrivate | None = None
@@ -110,7 +116,8 @@ class MainMode:
             self._handlers = {Step.SA_SENT: self._process_mm2, Step.KE_SENT: self._process_mm4,
                               Step.AUTH_SENT: self._process_mm6}
         else:
-            self._handlers = {Step.SA_ANSWERED: self._process_mm3, Step.KE_ANSWERED: self._process_mm5}
+            self._handlers = {Step.SA_ANSWERED: self._process_mm3, Step.KE_ANSWERED: self._process_mm5,
+                              Step.AUTH_ANSWERED: self._process_mm5}
 
     def _set_step(self, new: Step) -> None:
         if new not in TRANSITIONS[self.step]:
@@ -172,23 +179,44 @@ class MainMode:
         self.flight = None
         self.expire_at = None
 
+    def audit_failure(self, peer_notify: tuple[int, str] | None = None) -> tuple[str, str] | None:
+        """(reason code, what to do) when the negotiation failed in its authentication method in a
+        way that is audited on its own (Kerberos: event 545); ``peer_notify`` is the (number, description)
+        of an error notify the peer sent, if that is why it failed."""
+        return self.auth.audit_failure(self.fatal, peer_notify) if self.auth is not None else None
+
+    def _choose(self, choice: Phase1Choice) -> Authentication:
+        return _METHODS[choice.auth](self.sa.config, choice, is_initiator=self.sa.is_initiator)
+
     # --- initiator ------------------------------------------------------------------------------
 
     def start(self, now: float) -> None:
-        """Initiator: send message 1 (SA with one transform per proposal, NAT-T vendor IDs)."""
-        sa_payload = phase1_sa(self.proposals)
-        vids = [VendorIdPayload(data=v) for v in offered_vendor_ids()] if self.sa.config.nat_traversal else []
+        """Initiator: send message 1 (SA with one transform per proposal, NAT-T and GSS-API vendor IDs)."""
+        cfg = self.sa.config
+        gssapi = any(p.auth == "gssapi" for p in self.proposals)
+        sa_payload = phase1_sa(self.proposals, gssapi=gssapi, gss_id=announced_gss_id(cfg) if gssapi else None)
+        vids = [*(offered_vendor_ids() if cfg.nat_traversal else ()), *(gss_vendor_ids() if gssapi else ())]
         self.sai_b = serialize_payload_body(sa_payload)
         self._set_step(Step.SA_SENT)
-        self._send((self._message([sa_payload, *vids]),), now, retransmit=True, first=True)
+        self._send((self._message([sa_payload, *(VendorIdPayload(data=v) for v in vids)]),), now, retransmit=True,
+                   first=True)
 
     def process(self, inb: Inbound) -> None:
-        """Process the expected message (the endpoint checked its payloads). ProtocolError: dropped."""
+        """Process the expected message (the endpoint checked its payloads). ProtocolError: dropped,
+        and nothing changed, unless the step became FAILED: then the negotiation is over."""
         handler = self._handlers.get(self.step)
         if handler is None:
             raise ProtocolError(f"no Main Mode message expected in step {self.step.value}",
                                 notify=NotifyType.INVALID_EXCHANGE_TYPE)
-        handler(inb)
+        try:
+            handler(inb)
+        except ProtocolError as err:
+            if self.auth is not None and self.auth.is_dead and self.step is not Step.FAILED:
+                self.fatal = err
+                self.env.trace.failure("authentication cannot go on", exchange="main mode", error=str(err),
+                                       peer=self.sa.peer_ip, cookies=self.sa.cookie_text)
+                self.fail()
+            raise
 
     def _process_mm2(self, inb: Inbound) -> None:
         sa, cfg = self.sa, self.sa.config
@@ -200,9 +228,10 @@ class MainMode:
         group = dh.group(choice.dh_group)
         private = group.generate(self.env.rng)
         ni = self.env.rng(NONCE_LENGTH)
-        payloads: list = [KePayload(data=private.public_value), NoncePayload(data=ni)]
-        if choice.auth == "rsa-sig" and cfg.peer_public_key is None:
-            payloads.append(CrPayload(cert_type=CertEncoding.X509_SIGNATURE))
+        # Our first GSS-API token (may ask the KDC for a ticket); a failure there is final.
+        self.auth = self._choose(choice)
+        extra = self.auth.ke_payloads()
+        payloads: list = [KePayload(data=private.public_value), NoncePayload(data=ni), *extra]
         if variant is not None:
             payloads += natd_payloads(choice.hash, sa.cky_i, cky_r, remote=inb.addr,
                                       local=(self.env.local_address, inb.local_port), variant=variant,
@@ -239,15 +268,8 @@ class MainMode:
         return ke.data, nonce.data, nat
 
     def _keys(self, g_xy: bytes, ni: bytes, nr: bytes) -> Phase1Keys:
-        sa = self.sa
-        assert sa.choice is not None
-        c = sa.choice
-        if c.auth == "psk":
-            assert sa.config.psk is not None
-            return Phase1Keys.from_psk(hash_alg=c.hash, cipher=c.cipher, psk=sa.config.psk, ni_b=ni, nr_b=nr,
-                                       g_xy=g_xy, cky_i=sa.cky_i, cky_r=sa.cky_r)
-        return Phase1Keys.from_signature(hash_alg=c.hash, cipher=c.cipher, ni_b=ni, nr_b=nr, g_xy=g_xy,
-                                         cky_i=sa.cky_i, cky_r=sa.cky_r)
+        assert self.auth is not None
+        return self.auth.keys(ni_b=ni, nr_b=nr, g_xy=g_xy, cky_i=self.sa.cky_i, cky_r=self.sa.cky_r)
 
     def _trace_keys(self, keys: Phase1Keys, g_xy: bytes) -> None:
         t = self.env.trace
@@ -266,11 +288,12 @@ class MainMode:
 
     def _process_mm4(self, inb: Inbound) -> None:
         sa = self.sa
-        assert self._dh is not None
+        assert self._dh is not None and self.auth is not None
         g_xr, nr, nat = self._key_exchange(inb)
         g_xy = self._dh.compute(g_xr)
         keys = self._keys(g_xy, self.ni, nr)
         ivs = keys.iv_manager(g_xi=self.g_xi, g_xr=g_xr, max_exchanges=MAX_EXCHANGES)
+        self.auth.accept_ke(inb)  # last check: it may consume the responder's GSS token
         # commit, then build message 5 with the new keys
         sa.keys, sa.ivs, sa.nat = keys, ivs, nat
         self.nr, self.g_xr, self._dh = nr, g_xr, None
@@ -278,57 +301,55 @@ class MainMode:
         self._trace_keys(keys, g_xy)
         self._float(nat)
         sa.local_id = sa.config.local_id or address_identity(self.env.local_address)
-        idx_payload = identity_payload(sa.local_id)
-        payloads = self._auth_payloads(idx_payload, initiator=True)
+        self._send_auth(inb.now)
+
+    def _send_auth(self, now: float) -> None:
+        """Initiator: message 5 (again, while a GSS-API context needs more legs)."""
+        sa = self.sa
+        assert self.auth is not None and sa.local_id is not None
+        id_payload = identity_payload(sa.local_id)
+        payloads = [id_payload, *self.auth.proof(self._hash_of(id_payload, initiator=True))]
         if sa.config.initial_contact and self.env.is_first_contact(sa):
-            # RFC 2407 §4.6.3.3: tell the peer to drop the state it still has for us.
+            # RFC 2407 §4.6.3.3: tell the peer to drop the state it still has for us (in every
+            # message 5: the responder acts on the one that authenticates us).
             payloads.append(NotifyPayload(notify_type=NotifyType.INITIAL_CONTACT, protocol_id=ProtocolId.ISAKMP,
                                           spi=sa.cky_i + sa.cky_r))
-        self.env.trace.message("sent", [idx_payload, *payloads], exchange="main mode 5", cookies=sa.cookie_text,
-                               peer=sa.peer_ip, port=sa.local_port)
-        body = serialize_payloads([idx_payload, *payloads])
-        raw = sa.protect(MM, 0, PayloadType.ID, body)
+        self.env.trace.message("sent", payloads, exchange="main mode 5", cookies=sa.cookie_text, peer=sa.peer_ip,
+                               port=sa.local_port)
+        raw = sa.protect(MM, 0, PayloadType.ID, serialize_payloads(payloads))
         self._set_step(Step.AUTH_SENT)
-        self._send((raw,), inb.now, retransmit=True)
+        self._send((raw,), now, retransmit=True)
 
-    def _hash(self, id_payload: IdPayload, *, initiator: bool) -> bytes:
-        """HASH_I (``initiator``) or HASH_R over ``id_payload`` (RFC 2409 §5)."""
+    def _hash_of(self, id_payload: IdPayload, *, initiator: bool) -> HashOf:
+        """HASH_I (``initiator``) or HASH_R over ``id_payload`` (RFC 2409 §5), with what the method
+        appends to ID_b (GSS-API: identity and tokens)."""
         sa = self.sa
         assert sa.keys is not None
-        id_b = serialize_payload_body(id_payload)
+        keys, id_b = sa.keys, serialize_payload_body(id_payload)
         common = {"g_xi": self.g_xi, "g_xr": self.g_xr, "cky_i": sa.cky_i, "cky_r": sa.cky_r, "sai_b": self.sai_b}
-        return sa.keys.hash_i(idii_b=id_b, **common) if initiator else sa.keys.hash_r(idir_b=id_b, **common)
+        if initiator:
+            return lambda extra: keys.hash_i(idii_b=id_b + extra, **common)
+        return lambda extra: keys.hash_r(idir_b=id_b + extra, **common)
 
-    def _auth_payloads(self, id_payload: IdPayload, *, initiator: bool) -> list:
-        """[CERT,] HASH or SIG for our side."""
-        assert self.sa.choice is not None
-        return auth_payloads(self.sa.config, self.sa.choice.auth, self._hash(id_payload, initiator=initiator))
-
-    def _verify_peer(self, inb: Inbound, *, initiator: bool) -> IdPayload:
-        """Check the peer's HASH_I/HASH_R or signature, then its identity; its ID payload."""
+    def _verify_peer(self, inb: Inbound, *, initiator: bool) -> tuple[IdPayload, bool]:
+        """The peer's identity, then its proof: (its ID payload, whether it is authenticated now;
+        False while a GSS-API context needs another round of messages 5/6)."""
         sa = self.sa
-        assert sa.choice is not None
+        assert self.auth is not None
         id_p: IdPayload = inb.find(IdPayload)
-        verify_peer(sa.config, sa.choice.auth, self._hash(id_p, initiator=not initiator), inb.find(HashPayload),
-                    inb.find(SigPayload), inb.find_all(CertPayload), name="HASH_R" if initiator else "HASH_I")
-        got = identity_of(id_p)
-        wanted = sa.config.peer_id
-        if wanted is not None:
-            ok = identity_matches(wanted, got)
-        elif sa.choice.auth == "psk" and not (sa.nat is not None and sa.nat.peer_behind_nat):
-            # No configured identity: a PSK peer (looked up by address) must name that address.
-            ok = got.kind in ("ipv4", "ipv6") and identity_matches(address_identity(sa.peer_ip), got)
-        else:
-            ok = True
-        if not ok:
-            raise ProtocolError(f"peer identity {got.kind} {got.value!r} is not the expected one",
-                                notify=NotifyType.INVALID_ID_INFORMATION)
-        return id_p
+        check_peer_identity(sa.config, self.auth.method, identity_of(id_p), peer_ip=sa.peer_ip,
+                            peer_behind_nat=sa.nat is not None and sa.nat.peer_behind_nat)
+        done = self.auth.verify(inb, self._hash_of(id_p, initiator=not initiator),
+                                name="HASH_R" if initiator else "HASH_I")
+        return id_p, done
 
     def _established(self, inb: Inbound, id_p: IdPayload) -> None:
         sa = self.sa
-        assert sa.choice is not None and sa.local_id is not None
-        sa.peer_id = identity_of(id_p)
+        assert sa.choice is not None and sa.local_id is not None and self.auth is not None
+        sa.local_id, sa.peer_id = self.auth.identities(sa.local_id, identity_of(id_p))
+        value = sa.peer_id.value
+        self.env.trace.step("peer authenticated", method=self.auth.method, peer_id=sa.peer_id.kind,
+                            name=value if isinstance(value, str) else value.hex(), peer=sa.peer_ip)
         sa.establish(inb.now)
         self._set_step(Step.ESTABLISHED)
         self.flight = None
@@ -343,11 +364,14 @@ class MainMode:
     def _process_mm6(self, inb: Inbound) -> None:
         sa = self.sa
         assert sa.ivs is not None and inb.last_block is not None
-        id_p = self._verify_peer(inb, initiator=True)
+        id_p, done = self._verify_peer(inb, initiator=True)
         sa.ivs.advance(0, inb.last_block)
         self.env.authenticated(sa, inb)
         self.last_in, self.last_out = inb.raw, ()
-        self._established(inb, id_p)
+        if done:
+            self._established(inb, id_p)
+        else:
+            self._send_auth(inb.now)  # the next leg: message 5 again
 
     # --- responder ------------------------------------------------------------------------------
 
@@ -357,11 +381,15 @@ class MainMode:
         sa_in: SaPayload = inb.find(SaPayload)
         if not self.proposals:
             raise ProtocolError("no usable phase-1 proposal configured for this peer", notify=NotifyType.NO_PROPOSAL_CHOSEN)
-        choice = select_phase1(sa_in, self.proposals)
-        variant = choose_variant(v.data for v in inb.find_all(VendorIdPayload)) if cfg.nat_traversal else None
-        reply = SaPayload.ipsec([Proposal.isakmp([choice.transform], number=choice.proposal_number)])
-        vids = [VendorIdPayload(data=variant.vendor_id)] if variant is not None else []
-        sa.choice, sa.natt = choice, variant
+        vids_in = [v.data for v in inb.find_all(VendorIdPayload)]
+        # 65001 is GSS-API Kerberos only when the peer sent a GSS-API vendor ID (else XAUTH).
+        choice = select_phase1(sa_in, self.proposals, gssapi=peer_speaks_gssapi(vids_in))
+        variant = choose_variant(vids_in) if cfg.nat_traversal else None
+        auth = self._choose(choice)
+        reply = SaPayload.ipsec([Proposal.isakmp([auth.reply_transform(choice.transform)],
+                                                 number=choice.proposal_number)])
+        vids = [*([variant.vendor_id] if variant is not None else []), *auth.vendor_ids()]
+        sa.choice, sa.natt, self.auth = choice, variant, auth
         self.sai_b = serialize_payload_body(sa_in)
         self.last_in = inb.raw
         self.expire_at = expire_at
@@ -369,19 +397,22 @@ class MainMode:
                             hash=choice.hash_name, group=choice.dh_group, auth=choice.auth,
                             nat_t=variant.name if variant else None)
         self._set_step(Step.SA_ANSWERED)
-        self._send((self._message([reply, *vids]),), inb.now, retransmit=False)
+        self._send((self._message([reply, *(VendorIdPayload(data=v) for v in vids)]),), inb.now, retransmit=False)
 
     def _process_mm3(self, inb: Inbound) -> None:
         sa, cfg = self.sa, self.sa.config
-        assert sa.choice is not None
+        assert sa.choice is not None and self.auth is not None
         g_xi, ni, nat = self._key_exchange(inb)
         private = dh.group(sa.choice.dh_group).generate(self.env.rng)
         g_xy = private.compute(g_xi)
         nr = self.env.rng(NONCE_LENGTH)
         keys = self._keys(g_xy, ni, nr)
-        payloads: list = [KePayload(data=private.public_value), NoncePayload(data=nr)]
-        if sa.choice.auth == "rsa-sig" and cfg.peer_public_key is None:
-            payloads.append(CrPayload(cert_type=CertEncoding.X509_SIGNATURE))
+        try:
+            self.auth.accept_ke(inb)  # last check: the initiator's GSS token
+        except ProtocolError as err:
+            self._report_refused(err, inb.now)
+            raise
+        payloads: list = [KePayload(data=private.public_value), NoncePayload(data=nr), *self.auth.ke_payloads()]
         if sa.natt is not None and nat is not None:
             payloads += natd_payloads(sa.choice.hash, sa.cky_i, sa.cky_r, remote=inb.addr,
                                       local=(self.env.local_address, inb.local_port), variant=sa.natt,
@@ -395,24 +426,38 @@ class MainMode:
         self._set_step(Step.KE_ANSWERED)
         self._send((self._message(payloads),), inb.now, retransmit=False)
 
+    def _report_refused(self, err: ProtocolError, now: float) -> None:
+        """A refused message 3 changes nothing, but an authentication failure with its own audit
+        (Kerberos: 545) is queued, once per reason, while the genuine message may still come."""
+        assert self.auth is not None
+        audit = self.auth.audit_failure(err, None)
+        if audit is None or audit[0] in self._reported:
+            return
+        self._reported.add(audit[0])
+        self.env.emit(NegotiationFailed(at=now, peer=self.sa.peer, phase=1, request_id=None, reason=audit[1],
+                                        notify=err.notify, failure_point="me", auth_failure=audit[0]))
+
     def _process_mm5(self, inb: Inbound) -> None:
         sa = self.sa
-        assert sa.ivs is not None and inb.last_block is not None
-        id_p = self._verify_peer(inb, initiator=False)
+        assert sa.ivs is not None and inb.last_block is not None and self.auth is not None
+        id_p, done = self._verify_peer(inb, initiator=False)
         initial_contact = any(n.notify_type == NotifyType.INITIAL_CONTACT for n in inb.find_all(NotifyPayload))
         sa.local_id = sa.config.local_id or address_identity(self.env.local_address)
         own_id = identity_payload(sa.local_id)
-        payloads = self._auth_payloads(own_id, initiator=False)
+        payloads = [own_id, *self.auth.proof(self._hash_of(own_id, initiator=False))]
         # commit: the IV chain moves past message 5, the SA answers from where message 5 arrived
         sa.ivs.advance(0, inb.last_block)
         sa.peer_port = inb.addr[1]
         self.env.authenticated(sa, inb)
-        self.env.trace.message("sent", [own_id, *payloads], exchange="main mode 6", cookies=sa.cookie_text,
+        self.env.trace.message("sent", payloads, exchange="main mode 6", cookies=sa.cookie_text,
                                peer=sa.peer_ip, port=sa.local_port)
-        raw = sa.protect(MM, 0, PayloadType.ID, serialize_payloads([own_id, *payloads]))
+        raw = sa.protect(MM, 0, PayloadType.ID, serialize_payloads(payloads))
         self.last_in = inb.raw
         self.env.send(sa, (raw,))
         self.last_out = (raw,)
+        if not done:
+            self._set_step(Step.AUTH_ANSWERED)  # a GSS-API leg went out: wait for the next message 5
+            return
         self._established(inb, id_p)
         if initial_contact:
             self.env.initial_contact(sa, inb.now)

@@ -292,14 +292,19 @@ def test_wrapped_hash_verifies_and_is_wrapped_once():
 
 
 def test_altered_wrapped_hash_or_other_value_is_bad_hash():
+    """A wrap token that does not unwrap is refused and changes nothing (the genuine one then
+    verifies); a hash that unwraps but differs is bad-hash and final."""
     ini, res = _pair()
     _run(ini, res)
     h = _hmac(SKEYID, b"x")
-    wrapped = bytearray(ini.hash_payload(h))
+    genuine = ini.hash_payload(h)
+    wrapped = bytearray(genuine)
     wrapped[3] ^= 0x40
     with pytest.raises(KerberosAuthError) as e:
         res.verify_hash(bytes(wrapped), h)
     assert e.value.reason is GssFailure.BAD_HASH and e.value.notify == NotifyType.INVALID_HASH_INFORMATION
+    assert res.state is GssState.COMPLETE
+    res.verify_hash(genuine, h)
     ini2, res2 = _pair()
     _run(ini2, res2)
     with pytest.raises(KerberosAuthError) as e:
@@ -333,6 +338,26 @@ def test_a_refused_later_token_kills_the_context():
     with pytest.raises(KerberosAuthError) as e:
         res.accept_token(t)
     assert e.value.reason is GssFailure.OUT_OF_ORDER
+
+
+@pytest.mark.parametrize("announce", [True, False])
+def test_hash_suffix_is_the_hashing_sides_identity_and_tokens(announce):
+    """What each side appends after ID_b: [its own GSS identity, when both announced] then the tokens
+    that side sent, the same on both sides; hash_i/hash_r are keymat's over ID_b + suffix."""
+    ini, res = _pair(3, expect_r=R_NAME, announce=announce)
+    _run(ini, res)
+    for side in (ini, res):
+        assert side.hash_suffix(of_initiator=True) == (I_NAME.encode() if announce else b"") + b"".join(ini.tokens_sent)
+        assert side.hash_suffix(of_initiator=False) == (R_NAME.encode() if announce else b"") + b"".join(res.tokens_sent)
+    common = dict(g_xi=G_XI, g_xr=G_XR, cky_i=CKY_I, cky_r=CKY_R, sai_b=SAI_B)
+    assert ini.hash_i(PRF, SKEYID, idii_b=IDII_B, **common) == hash_i(
+        PRF, SKEYID, idii_b=IDII_B + ini.hash_suffix(of_initiator=True), **common)
+
+
+def test_peer_refusal_is_its_own_reason():
+    err = gss.peer_refused("peer sent AUTHENTICATION-FAILED (unauthenticated)")
+    assert err.reason is GssFailure.REFUSED_BY_PEER == "refused-by-peer" and not err.local
+    assert "event 545" in str(err) and "AUTHENTICATION-FAILED" in str(err)
 
 
 def test_out_of_order_use():

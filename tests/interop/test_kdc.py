@@ -1,11 +1,13 @@
-"""The GSS-API authenticator against a real MIT KDC (realm RESKIT.COM in a temp dir, per test).
+"""Kerberos against a real MIT KDC (realm RESKIT.COM in a temp dir, per test).
 
-Machine 02 (initiator) authenticates to machine 01 (responder) from their keytabs, as Main Mode
-would carry it: the AP-REQ in message 3, the AP-REP in message 4, then HASH_I / HASH_R over
-the tokens, each wrapped by the context. Then each failure an administrator must be able to
-act on, with its audit-545 reason: a host unknown to the KDC, a tampered token (refused by
-Kerberos, or passed by Kerberos and caught by the HASH over the tokens), clock skew beyond the
-allowance, no keytab, a keytab without the key, an unreachable KDC, the wrong peer.
+First the GSS-API authenticator alone: machine 02 (initiator) authenticates to machine 01
+(responder) from their keytabs, as Main Mode carries it (the AP-REQ in message 3, the AP-REP in
+message 4, then HASH_I / HASH_R over the tokens, each wrapped by the context), and each failure an
+administrator must be able to act on, with its audit-545 reason. Then the same through two
+``IkeEndpoint``s (``ikeproto.exchanges.gss_auth``): Main Mode with auth 65001 carrying ESP
+traffic, and the failures as the engine reports them (``NegotiationFailed.auth_failure``): a host
+unknown to the KDC, a tampered token (refused by Kerberos, or passed by Kerberos and caught by
+HASH_I), clock skew beyond the allowance, a responder without its key, an unreachable KDC.
 """
 
 from __future__ import annotations
@@ -17,10 +19,29 @@ import os
 
 import pytest
 
-from ikeproto.gss import GssAuthenticator, GssFailure, GssState, KerberosAuthError
+from ikeproto import vendor_ids
+from ikeproto.config import Identity
+from ikeproto.enums import NotifyType, PayloadType
+from ikeproto.events import NegotiationFailed, Phase1Established
+from ikeproto.gss import GSS_ID_ATTRIBUTE, GssAuthenticator, GssFailure, GssState, KerberosAuthError, decode_gss_id
 from ikeproto.krb5 import KerberosCredentials
+from ikeproto.message import parse_message, serialize_message
+from ikeproto.payloads import GssPayload
 import policyagent.kdc as kdc_module
 from policyagent.kdc import KdcError, ThrowawayKdc
+from tests.ike.helpers import (
+    B_ADDR,
+    carry_traffic,
+    endpoints,
+    established,
+    events,
+    mirror,
+    p1,
+    phase1,
+    phase2,
+    run_timers,
+    transfer,
+)
 from tests.kdc import H1, H2, kdc, kdc_factory, need_faketime, need_gssapi  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.interop
@@ -131,6 +152,22 @@ def test_tampered_unauthenticated_field_is_caught_by_hash_i(kdc):
     assert e.value.reason is GssFailure.BAD_HASH and "HASH_I" in str(e.value)
 
 
+def test_a_wrapped_hash_that_does_not_unwrap_leaves_the_context_usable(kdc):
+    """MIT's gss_unwrap refuses an altered wrap token without touching the context: the genuine
+    HASH_I then verifies (why the authenticator drops such a HASH instead of failing)."""
+    ini, res = pair(kdc)
+    ini.accept_token(res.accept_token(ini.initiator_token()))
+    h_i = ini.hash_i(prf, SKEYID, idii_b=IDII_B, **COMMON)
+    wrapped = ini.hash_payload(h_i)
+    forged = bytearray(wrapped)
+    forged[-5] ^= 0x10
+    expected = res.hash_i(prf, SKEYID, idii_b=IDII_B, **COMMON)
+    with pytest.raises(KerberosAuthError) as e:
+        res.verify_hash(bytes(forged), expected, name="HASH_I")
+    assert e.value.reason is GssFailure.BAD_HASH and res.state is GssState.COMPLETE
+    res.verify_hash(wrapped, expected, name="HASH_I")
+
+
 def test_tampered_ap_rep_fails_the_initiator(kdc):
     ini, res = pair(kdc)
     ap_rep = bytearray(res.accept_token(ini.initiator_token()))
@@ -225,175 +262,217 @@ def test_throwaway_kdc_says_what_to_install(tmp_path, monkeypatch):
     assert "apt-get install krb5-admin-server krb5-kdc" in str(e.value)
 
 
-# --- prototype of the Main Mode wiring (the lead moves it into ikeproto.exchanges.main_mode) -----------
-#
-# A test-only MainMode subclass that composes the authenticator into the ``ike`` branch's Main
-# Mode and negotiation tables, to prove two IkeEndpoints negotiate with Kerberos against the real
-# KDC and carry traffic. It overrides private methods of that branch, so it is a prototype: it
-# is skipped where ``ikeproto.endpoint`` does not exist yet, and fails loudly if the methods move.
+# --- Main Mode through two IkeEndpoints (02 initiates, 01 responds) -------------------------------
 
 
-def _wire_gss(monkeypatch: pytest.MonkeyPatch, creds: dict[str, KerberosCredentials], expected: dict[str, str]):
-    """Install the prototype wiring; returns the MainMode subclass."""
-    endpoint = pytest.importorskip("ikeproto.endpoint", reason="the IkeEndpoint (branch ike) is not merged yet")
-    from ikeproto import negotiation
-    from ikeproto.enums import AuthMethod, NotifyType, PayloadType
-    from ikeproto.errors import ProtocolError
-    from ikeproto.exchanges import PAYLOAD_RULES, MessageKind, PayloadRule
-    from ikeproto.exchanges import main_mode as mm
-    from ikeproto.gss import gss_vendor_ids, peer_speaks_gssapi
-    from ikeproto.message import serialize_payload_body
-    from ikeproto.payloads import GssPayload, HashPayload, IdPayload, VendorIdPayload
-    from ikeproto.proposals import SaPayload
-
-    # Tables: auth name <-> 65001, GSS payloads allowed in messages 3-6, gssapi proposals usable.
-    monkeypatch.setitem(negotiation.P1_AUTH, "gssapi", AuthMethod.GSSAPI_KERBEROS)
-    monkeypatch.setitem(negotiation._P1_AUTH_NAMES, AuthMethod.GSSAPI_KERBEROS, "gssapi")
-    for kind in (MessageKind.MM3, MessageKind.MM4, MessageKind.MM5, MessageKind.MM6):
-        rule = PAYLOAD_RULES[kind]
-        counts = {**rule.counts, PayloadType.GSS: (0, 1)}
-        any_of = rule.any_of | {PayloadType.GSS} if rule.any_of else rule.any_of
-        monkeypatch.setitem(PAYLOAD_RULES, kind, PayloadRule(counts, first=rule.first, any_of=any_of))
-    plain_usable = mm.usable_proposals
-    monkeypatch.setattr(mm, "usable_proposals", lambda cfg: tuple(p for p in cfg.proposals if p.auth == "gssapi")
-                        or plain_usable(cfg))
-    plain_vids = mm.offered_vendor_ids
-    monkeypatch.setattr(mm, "offered_vendor_ids", lambda: [*plain_vids(), *gss_vendor_ids()])
-
-    class GssMainMode(mm.MainMode):
-        failures: list[KerberosAuthError] = []  # what the agent would audit as 545
-
-        def __init__(self, sa, env):
-            super().__init__(sa, env)
-            self.gss = GssAuthenticator(creds[env.local_address], is_initiator=sa.is_initiator,
-                                        expected_peer=expected.get(env.local_address))
-            self._gss_out: bytes | None = None
-
-        @property
-        def is_gss(self) -> bool:
-            return self.sa.choice is not None and self.sa.choice.auth == "gssapi"
-
-        def _message(self, payloads):
-            if self._gss_out is not None and self.step in (mm.Step.KE_SENT, mm.Step.KE_ANSWERED):
-                payloads, self._gss_out = [*payloads, GssPayload(data=self._gss_out)], None
-            return super()._message(payloads)
-
-        def respond(self, inb, *, expire_at):
-            # 65001 is GSS-API only with the GSS-API vendor IDs (else XAUTHInitPreShared).
-            if not peer_speaks_gssapi(v.data for v in inb.find_all(VendorIdPayload)):
-                raise ProtocolError("65001 offered without the GSS-API vendor IDs", notify=NotifyType.NO_PROPOSAL_CHOSEN)
-            super().respond(inb, expire_at=expire_at)
-
-        def _process_mm2(self, inb):  # message 3 carries the first token (may talk to the KDC)
-            if mm.accept_phase1(inb.find(SaPayload), self.proposals).auth == "gssapi":
-                self._gss_out = self.gss.initiator_token()
-            super()._process_mm2(inb)
-
-        def _process_mm3(self, inb):  # message 4 answers with the acceptor's token
-            token = inb.find(GssPayload)
-            if self.is_gss:
-                if token is None:
-                    raise ProtocolError("message 3 without a GSS token", notify=NotifyType.PAYLOAD_MALFORMED)
-                try:
-                    self._gss_out = self.gss.accept_token(token.data)
-                except KerberosAuthError as err:
-                    self.failures.append(err)
-                    raise
-            super()._process_mm3(inb)
-
-        def _process_mm4(self, inb):
-            token = inb.find(GssPayload)
-            if self.is_gss and token is not None and self.gss.accept_token(token.data) is not None:
-                raise ProtocolError("more GSS legs: not in this prototype", notify=NotifyType.AUTHENTICATION_FAILED)
-            super()._process_mm4(inb)
-
-        def _auth_payloads(self, id_payload, *, initiator):
-            if not self.is_gss:
-                return super()._auth_payloads(id_payload, initiator=initiator)
-            keys, id_b = self.sa.keys, serialize_payload_body(id_payload)
-            common = {"g_xi": self.g_xi, "g_xr": self.g_xr, "cky_i": self.sa.cky_i, "cky_r": self.sa.cky_r,
-                      "sai_b": self.sai_b}
-            value = (self.gss.hash_i(keys.prf, keys.skeyid, idii_b=id_b, **common) if initiator
-                     else self.gss.hash_r(keys.prf, keys.skeyid, idir_b=id_b, **common))
-            return [HashPayload(data=self.gss.hash_payload(value))]
-
-        def _verify_peer(self, inb, *, initiator):
-            if not self.is_gss:
-                return super()._verify_peer(inb, initiator=initiator)
-            id_p, hash_p = inb.find(IdPayload), inb.find(HashPayload)
-            if hash_p is None:
-                raise ProtocolError("Kerberos authentication needs a HASH payload", notify=NotifyType.PAYLOAD_MALFORMED)
-            keys, id_b = self.sa.keys, serialize_payload_body(id_p)
-            common = {"g_xi": self.g_xi, "g_xr": self.g_xr, "cky_i": self.sa.cky_i, "cky_r": self.sa.cky_r,
-                      "sai_b": self.sai_b}
-            if initiator:
-                self.gss.verify_hash(hash_p.data, self.gss.hash_r(keys.prf, keys.skeyid, idir_b=id_b, **common),
-                                     name="HASH_R")
-            else:
-                self.gss.verify_hash(hash_p.data, self.gss.hash_i(keys.prf, keys.skeyid, idii_b=id_b, **common),
-                                     name="HASH_I")
-            return id_p
-
-    monkeypatch.setattr(endpoint, "MainMode", GssMainMode)
-    return GssMainMode
-
-
-def _kerberos_endpoints(kdc, monkeypatch):
-    helpers = pytest.importorskip("tests.ike.helpers", reason="the IkeEndpoint test helpers (branch ike)")
+def kerberos_endpoints(kdc: ThrowawayKdc, *, named: bool = True, responder_keytab=None):
+    """Endpoints a (machine 02) and b (machine 01) with a gssapi proposal only and their keytabs;
+    ``named``: each policy names the peer's principal, else neither does (identity attributes)."""
     need_gssapi()
-    creds = {helpers.A_ADDR: KerberosCredentials(keytab=kdc.keytab(H2), principal=kdc.principal(H2)),
-             helpers.B_ADDR: KerberosCredentials(keytab=kdc.keytab(H1), principal=kdc.principal(H1))}
-    expected = {helpers.A_ADDR: kdc.principal(H1), helpers.B_ADDR: kdc.principal(H2)}
-    wired = _wire_gss(monkeypatch, creds, expected)
-    cfg = helpers.phase2("10.1.0.0/24", "10.2.0.0/24")
-    a, b = helpers.endpoints(helpers.phase1(helpers.p1(auth="gssapi"), psk=None), phase2_b=[helpers.mirror(cfg)])
-    return helpers, a, b, cfg, wired
+    creds_a = KerberosCredentials(keytab=kdc.keytab(H2), principal=kdc.principal(H2))
+    creds_b = KerberosCredentials(keytab=responder_keytab or kdc.keytab(H1), principal=kdc.principal(H1))
+    p1_a = phase1(p1(auth="gssapi"), psk=None, kerberos=creds_a, kerberos_peer=kdc.principal(H1) if named else None)
+    p1_b = phase1(p1(auth="gssapi"), psk=None, kerberos=creds_b, kerberos_peer=kdc.principal(H2) if named else None)
+    cfg = phase2("10.1.0.0/24", "10.2.0.0/24")
+    a, b = endpoints(p1_a, p1_b, phase2_b=[mirror(cfg)])
+    return a, b, cfg
 
 
-def test_prototype_main_mode_with_kerberos_carries_traffic(kdc, monkeypatch, clock):
-    """Two IkeEndpoints (02 initiates, 01 responds) run Main Mode with auth 65001 against the KDC:
-    the AP-REQ rides in message 3, the AP-REP in 4, wrapped HASH_I/HASH_R in 5/6; Quick Mode
-    follows and the ESP SAs carry packets both ways."""
-    from ikeproto.events import Phase1Established
-    from ikeproto.message import parse_message
-
-    helpers, a, b, cfg, _ = _kerberos_endpoints(kdc, monkeypatch)
-    a.initiate((helpers.B_ADDR, 500), cfg, clock.now)
-    log = helpers.transfer(a, b, clock.now)
-    types = [[p.payload_type for p in parse_message(d.data).payloads] for d in log[:4]]
-    assert 129 in types[2] and 129 in types[3] and 129 not in types[0] + types[1]
-    ev_a, ev_b = helpers.events(a), helpers.events(b)
-    p1 = [e for e in ev_a + ev_b if isinstance(e, Phase1Established)]
-    assert [e.auth for e in p1] == ["gssapi", "gssapi"]
-    qa, qb = helpers.established(ev_a)[0], helpers.established(ev_b)[0]
-    assert helpers.carry_traffic(qa, qb) == 6
+def types_of(data: bytes) -> list[int]:
+    return [p.payload_type for p in parse_message(data).payloads]
 
 
-def test_prototype_tampered_token_fails_the_negotiation_with_its_reason(kdc, monkeypatch, clock):
-    """The AP-REQ altered in message 3 (every retransmission too): the responder refuses it with
-    invalid-token and answers AUTHENTICATION-FAILED; the initiator gives up; no SA is made."""
-    from ikeproto.events import NegotiationFailed, Phase1Established
-    from ikeproto.message import parse_message, serialize_message
-    from ikeproto.payloads import GssPayload
+def failures(evs) -> list[NegotiationFailed]:
+    return [e for e in evs if isinstance(e, NegotiationFailed)]
 
-    helpers, a, b, cfg, wired = _kerberos_endpoints(kdc, monkeypatch)
 
-    def tamper(d):
+def tamper_gss(change):
+    """An interceptor that rewrites the GSS token of every message 3 the initiator sends."""
+    def intercept(d):
         msg = parse_message(d.data)
-        if d.sender != "a" or not any(p.payload_type == 129 for p in msg.payloads):
+        if d.sender != "a" or msg.is_encrypted or PayloadType.GSS not in [p.payload_type for p in msg.payloads]:
             return d.data
-        payloads = [GssPayload(data=p.data[:-3] + bytes([p.data[-3] ^ 1]) + p.data[-2:]) if p.payload_type == 129
-                    else p for p in msg.payloads]
-        return serialize_message(dataclasses.replace(msg, payloads=tuple(payloads)))
+        payloads = tuple(GssPayload(data=change(p.data)) if p.payload_type == PayloadType.GSS else p
+                         for p in msg.payloads)
+        return serialize_message(dataclasses.replace(msg, payloads=payloads))
+    return intercept
 
-    a.initiate((helpers.B_ADDR, 500), cfg, clock.now)
-    helpers.transfer(a, b, clock.now, intercept=tamper)
-    helpers.run_timers(a, b, clock, clock.now + 300, intercept=tamper)
-    ev_a, ev_b = helpers.events(a), helpers.events(b)
+
+def flip(at: int, bit: int = 0x01):
+    def change(token: bytes) -> bytes:
+        b = bytearray(token)
+        b[at] ^= bit
+        return bytes(b)
+    return change
+
+
+def test_main_mode_with_kerberos_carries_traffic(kdc, clock):
+    """Auth 65001 with the GSS-API vendor IDs in messages 1/2, the AP-REQ in message 3 and the
+    AP-REP in message 4 (payload 129), wrapped HASH_I/HASH_R in 5/6; both sides report the
+    authenticated principals and Quick Mode's ESP SAs carry packets both ways."""
+    a, b, cfg = kerberos_endpoints(kdc)
+    a.initiate((B_ADDR, 500), cfg, clock.now)
+    log = transfer(a, b, clock.now)
+    mm = [types_of(d.data) for d in log[:4]]
+    assert [PayloadType.GSS in t for t in mm] == [False, False, True, True]
+    for d in log[:2]:
+        vids = [p.data for p in parse_message(d.data).payloads if p.payload_type == PayloadType.VID]
+        assert vendor_ids.GSSAPI in vids and vendor_ids.GSSAPI_LONG in vids
+        (t,) = parse_message(d.data).payloads[0].proposals[0].transforms
+        assert t.attribute(3) == 65001 and GSS_ID_ATTRIBUTE not in [x.type for x in t.attributes]
+    ap_req = next(p.data for p in parse_message(log[2].data).payloads if p.payload_type == PayloadType.GSS)
+    assert ap_req[:1] == b"\x60"  # RFC 2743 §3.1 framing of the initial context token
+    ev_a, ev_b = events(a), events(b)
+    p1a, p1b = (next(e for e in ev if isinstance(e, Phase1Established)) for ev in (ev_a, ev_b))
+    assert p1a.auth == p1b.auth == "gssapi"
+    assert p1a.peer_id == p1b.local_id == Identity(kind="kerberos", value=kdc.principal(H1))
+    assert p1b.peer_id == p1a.local_id == Identity(kind="kerberos", value=kdc.principal(H2))
+    assert carry_traffic(established(ev_a)[0], established(ev_b)[0]) == 6
+    assert a.stats.dropped == b.stats.dropped == {}
+
+
+def test_without_named_peers_the_identity_attributes_name_the_target(kdc, clock):
+    """No expected peer in either policy: the initiator announces host/02 in the GSS identity
+    attribute (class 16384, UTF-16LE), the responder answers with host/01 and the initiator asks
+    its ticket for that name."""
+    a, b, cfg = kerberos_endpoints(kdc, named=False)
+    a.initiate((B_ADDR, 500), cfg, clock.now)
+    log = transfer(a, b, clock.now)
+    names = []
+    for d in log[:2]:
+        (t,) = parse_message(d.data).payloads[0].proposals[0].transforms
+        (attr,) = [x for x in t.attributes if x.type == GSS_ID_ATTRIBUTE]
+        names.append(decode_gss_id(attr.value))
+    assert names == [kdc.principal(H2), kdc.principal(H1)]
+    ev_a, ev_b = events(a), events(b)
+    assert [e.peer_id.value for e in ev_a + ev_b if isinstance(e, Phase1Established)] == [
+        kdc.principal(H1), kdc.principal(H2)]
+    assert carry_traffic(established(ev_a)[0], established(ev_b)[0]) == 6
+
+
+def test_initiator_unknown_to_the_kdc_fails_at_once_with_its_reason(kdc, clock):
+    """Machine 02's principal is gone from the KDC: no ticket, so the initiator gives up on message 2
+    (no retransmissions) with unknown-principal and the kadmin command; the responder never saw
+    message 3 and reports nothing."""
+    kdc.remove_host(H2)
+    a, b, cfg = kerberos_endpoints(kdc)
+    rid = a.initiate((B_ADDR, 500), cfg, clock.now)
+    transfer(a, b, clock.now)
+    (failed,) = failures(events(a))
+    assert (failed.request_id, failed.phase, failed.failure_point) == (rid, 1, "me")
+    assert failed.auth_failure == GssFailure.UNKNOWN_PRINCIPAL == "unknown-principal"
+    assert kdc.principal(H2) in failed.reason and "addprinc" in failed.reason
+    assert a.ike_sas() == [] and a.get_timer() is None
+    run_timers(a, b, clock, clock.now + 120)
+    assert events(b) == [] and b.ike_sas() == []
+
+
+def test_responder_unknown_to_the_kdc(kdc, clock):
+    """No principal for the responder: the initiator cannot get a ticket for it (unknown-principal
+    naming the peer)."""
+    kdc.remove_host(H1)
+    a, b, cfg = kerberos_endpoints(kdc)
+    a.initiate((B_ADDR, 500), cfg, clock.now)
+    transfer(a, b, clock.now)
+    (failed,) = failures(events(a))
+    assert failed.auth_failure == "unknown-principal" and kdc.principal(H1) in failed.reason
+
+
+def test_responder_without_its_key_refuses_with_no_keytab(kdc, clock):
+    """Machine 01 given machine 02's keytab: it cannot decrypt the ticket. It queues a 545 event
+    (no-keytab, fixed on its side) and answers AUTHENTICATION-FAILED; the initiator gives up with
+    refused-by-peer."""
+    a, b, cfg = kerberos_endpoints(kdc, responder_keytab=kdc.keytab(H2))
+    a.initiate((B_ADDR, 500), cfg, clock.now)
+    transfer(a, b, clock.now)
+    run_timers(a, b, clock, clock.now + 120)
+    (refused,) = failures(events(b))
+    assert refused.auth_failure == "no-keytab" and "ktadd" in refused.reason and refused.failure_point == "me"
+    (failed,) = failures(events(a))
+    assert (failed.auth_failure, failed.failure_point, failed.notify) == (
+        "refused-by-peer", "peer", NotifyType.AUTHENTICATION_FAILED)
+    assert "event 545" in failed.reason
+
+
+def test_tampered_token_fails_the_negotiation_with_its_reason(kdc, clock):
+    """The AP-REQ altered in every copy of message 3: the responder refuses it with invalid-token
+    (one 545 event however many copies) and answers AUTHENTICATION-FAILED each time; the initiator
+    gives up with refused-by-peer; no SA anywhere."""
+    a, b, cfg = kerberos_endpoints(kdc)
+    tamper = tamper_gss(flip(-3))
+    a.initiate((B_ADDR, 500), cfg, clock.now)
+    transfer(a, b, clock.now, intercept=tamper)
+    run_timers(a, b, clock, clock.now + 120, intercept=tamper)
+    ev_a, ev_b = events(a), events(b)
     assert not [e for e in ev_a + ev_b if isinstance(e, Phase1Established)]
-    failed = [e for e in ev_a if isinstance(e, NegotiationFailed)]
-    assert len(failed) == 1 and failed[0].notify == 24 and failed[0].failure_point == "peer"
-    # The responder refused every copy of message 3 with the Kerberos reason, and stayed able to
-    # accept a genuine one (a refused first token changes nothing).
-    assert b.stats.dropped["refused"] == len(wired.failures) >= 1
-    assert {f.reason for f in wired.failures} == {GssFailure.INVALID_TOKEN}
+    (refused,) = failures(ev_b)
+    assert refused.auth_failure == "invalid-token" and refused.notify == NotifyType.AUTHENTICATION_FAILED
+    assert b.stats.dropped["refused"] >= 2  # every copy refused, reported once
+    (failed,) = failures(ev_a)
+    assert failed.auth_failure == "refused-by-peer" and failed.failure_point == "peer"
+
+
+def test_a_tampered_token_changes_nothing_and_the_genuine_one_follows(kdc, clock):
+    """Only the first copy of message 3 is altered: the responder refuses it (and says so), the
+    retransmitted genuine message 3 then completes Main Mode."""
+    a, b, cfg = kerberos_endpoints(kdc)
+    first = tamper_gss(flip(-3))
+    seen = []
+
+    def once(d):
+        if d.sender == "a" and PayloadType.GSS in types_of(d.data) and not seen:
+            seen.append(d)
+            return first(d)
+        return d.data
+
+    a.initiate((B_ADDR, 500), cfg, clock.now)
+    transfer(a, b, clock.now, intercept=once)
+    run_timers(a, b, clock, clock.now + 10, intercept=once)
+    ev_a, ev_b = events(a), events(b)
+    assert [f.auth_failure for f in failures(ev_b)] == ["invalid-token"]
+    assert len(established(ev_a)) == len(established(ev_b)) == 1
+
+
+def test_unauthenticated_token_field_is_caught_by_hash_i(kdc, clock):
+    """MIT accepts an AP-REQ whose (unauthenticated) msg-type was altered; HASH_I covers the token
+    as sent, so the responder's check of message 5 fails: bad-hash, final, INVALID-HASH-INFORMATION
+    to the initiator, which reports refused-by-peer."""
+    a, b, cfg = kerberos_endpoints(kdc)
+
+    def msg_type(token: bytes) -> bytes:
+        at = token.index(bytes.fromhex("a10302010e"))  # [1] msg-type INTEGER 14 (AP-REQ)
+        return flip(at + 4)(token)
+
+    a.initiate((B_ADDR, 500), cfg, clock.now)
+    transfer(a, b, clock.now, intercept=tamper_gss(msg_type))
+    (bad,) = failures(events(b))
+    assert (bad.auth_failure, bad.failure_point, bad.notify) == ("bad-hash", "me", NotifyType.INVALID_HASH_INFORMATION)
+    assert "HASH_I" in bad.reason and b.ike_sas() == []
+    run_timers(a, b, clock, clock.now + 120)
+    (failed,) = failures(events(a))
+    assert (failed.auth_failure, failed.notify) == ("refused-by-peer", NotifyType.INVALID_HASH_INFORMATION)
+
+
+def test_clock_skew_fails_the_negotiation_with_its_reason(kdc_factory, clock):
+    """The KDC's clock 15 minutes behind (libfaketime), allowance 300 s: the ticket is refused by
+    the responder with clock-skew (fix: synchronise the clocks); the initiator's report says the
+    peer refused it."""
+    need_faketime()
+    server = kdc_factory(hosts=(H1, H2), clock_offset_s=-900, clockskew_s=300)
+    a, b, cfg = kerberos_endpoints(server)
+    a.initiate((B_ADDR, 500), cfg, clock.now)
+    transfer(a, b, clock.now)
+    run_timers(a, b, clock, clock.now + 120)
+    (refused,) = failures(events(b))  # one event: the copies of message 3 get the same refusal
+    assert refused.auth_failure == "clock-skew" and "NTP" in refused.reason and "Clock skew too great" in refused.reason
+    (failed,) = failures(events(a))
+    assert failed.auth_failure == "refused-by-peer"
+
+
+def test_kdc_unreachable_fails_the_initiator_at_once(kdc, clock):
+    a, b, cfg = kerberos_endpoints(kdc)
+    kdc.stop()
+    rid = a.initiate((B_ADDR, 500), cfg, clock.now)
+    transfer(a, b, clock.now)
+    (failed,) = failures(events(a))
+    assert (failed.request_id, failed.auth_failure) == (rid, "kdc-unreachable") and "RESKIT.COM" in failed.reason
