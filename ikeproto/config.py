@@ -81,6 +81,11 @@ class Phase1Config:
     certificate: object | None = None
     peer_public_key: object | None = None
     trusted_certificates: tuple[object, ...] = ()
+    # Certificate authentication (auth "rsa-sig"): an ``ikeproto.certs.CertificateAuthenticator``
+    # (the rule's root CAs, our machine certificates, CRL checking). When set, it decides the CR
+    # payloads we send, the certificate, key and default ID (its subject DN) we use, and whether
+    # the peer's certificate is trusted; the fields above are then not consulted.
+    certificates: object | None = field(default=None, repr=False)
     # Kerberos (auth "gssapi", method 65001 with the GSS-API vendor IDs): ``kerberos`` is this
     # computer's credentials, an ``ikeproto.krb5.KerberosCredentials`` (host/<fqdn>@REALM from a
     # keytab) or any ``ikeproto.gss.GssMechanism``; a gssapi proposal is offered and accepted only

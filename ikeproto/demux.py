@@ -163,6 +163,7 @@ class Demultiplexer:
             mm.process(inb)
         except ProtocolError as exc:
             sa.note_failure(str(exc), exc.notify, "me")
+            mm.refused = exc
             self._drop("refused", exc, addr, exchange=kind.value)
             over = mm.step is Step.FAILED  # the task cannot go on (its GSS-API context failed)
             if not sa.is_initiator or over:

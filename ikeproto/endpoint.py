@@ -44,6 +44,7 @@ from ikeproto.ike_sa import ChildRecord, IkeSa, IkeSaInfo, IkeSaState
 from ikeproto.natt import KEEPALIVE_INTERVAL_S
 from ikeproto.negotiation import phase2_sa
 from ikeproto.payloads import DeletePayload
+from ikeproto.pki import CertificateError
 from ikeproto.sa_table import ZERO_COOKIE, SaTable
 from ikeproto.trace import IkeTrace
 
@@ -375,21 +376,24 @@ class IkeEndpoint(Demultiplexer):
         auth_failure = audit[0] if audit is not None else None
         if audit is not None:
             reason = audit[1]
+        # A certificate we refused (audit 544): the pki.Failure code of our own refusal.
+        refused = sa.main_mode.refused if sa.main_mode is not None and point == "me" else None
+        cert_failure = refused.failure.value if isinstance(refused, CertificateError) else None
         self.trace.failure(reason, exchange="main mode", peer=sa.peer_ip, cookies=sa.cookie_text,
-                           auth_failure=auth_failure)
+                           auth_failure=auth_failure, certificate_failure=cert_failure)
         if sa.main_mode is not None:
             sa.main_mode.fail()
         pending, sa.pending = sa.pending, []
         for rid, _cfg in pending:
             self.emit(NegotiationFailed(at=now, peer=sa.peer, phase=1, request_id=rid, reason=reason, notify=notify,
                                         failure_point=point, timed_out=timed_out,  # type: ignore[arg-type]
-                                        auth_failure=auth_failure))
+                                        auth_failure=auth_failure, certificate_failure=cert_failure))
         # A responder reports only peers that proved their address (message 3 carried our
         # cookie): spoofed message 1 floods leave no audit trail of their own.
         if not pending and (sa.is_initiator or sa.peer_answered):
             self.emit(NegotiationFailed(at=now, peer=sa.peer, phase=1, request_id=None, reason=reason, notify=notify,
                                         failure_point=point, timed_out=timed_out,  # type: ignore[arg-type]
-                                        auth_failure=auth_failure))
+                                        auth_failure=auth_failure, certificate_failure=cert_failure))
         sa.delete()
         self.table.remove(sa)
 

@@ -101,6 +101,11 @@ class NegotiationFailed(Event):
     ``refused-by-peer``, ...), with what the administrator can do in ``reason``. A responder
     queues one for a refused message 3 as well, while it keeps waiting for the genuine one
     (``phase`` 1, ``request_id`` None): it may be followed by ``Phase1Established``.
+
+    ``certificate_failure`` is set when a certificate made us refuse the negotiation (failure
+    point "me"): the ``ikeproto.pki.Failure`` value (``untrusted-root``, ``expired``, ``revoked``,
+    ``no-certificate`` (the peer sent none), ``no-local-certificate``, ...); audit 544 unless it is
+    ``no-local-certificate`` (we had nothing to send), with the details in ``reason``.
     """
 
     phase: Literal[1, 2]
@@ -110,6 +115,7 @@ class NegotiationFailed(Event):
     failure_point: Literal["me", "peer"] = "me"
     timed_out: bool = False
     auth_failure: str | None = None
+    certificate_failure: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

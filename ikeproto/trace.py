@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from ikeproto.enums import IdType, NotifyType, PayloadType, ProtocolId, enum_name
+from ikeproto.enums import CertEncoding, IdType, NotifyType, PayloadType, ProtocolId, enum_name
 from ikeproto.payloads import (
     CertPayload,
     CrPayload,
@@ -32,6 +32,7 @@ from ikeproto.payloads import (
     SigPayload,
     VendorIdPayload,
 )
+from ikeproto.pki import dn_text
 from ikeproto.proposals import SaPayload
 from ikeproto.vendor_ids import identify
 
@@ -49,6 +50,8 @@ def _id_text(p: IdPayload | NatOaPayload) -> str:
     data = p.data if isinstance(p, IdPayload) else p.address
     if isinstance(p, IdPayload) and p.id_type in (IdType.ID_FQDN, IdType.ID_USER_FQDN, IdType.ID_KEY_ID):
         return p.text()[:64]
+    if isinstance(p, IdPayload) and p.id_type == IdType.ID_DER_ASN1_DN:
+        return dn_text(data)[:200]  # RFC 2407 §4.6.2.1: the DER of an X.500 Distinguished Name
     return f"{len(data)} octets"
 
 
@@ -81,6 +84,8 @@ def summarize_payload(p: Payload) -> str:
     if isinstance(p, CertPayload):
         return f"CERT(encoding={p.encoding}, {len(p.data)})"
     if isinstance(p, CrPayload):
+        if p.authority and p.cert_type == CertEncoding.X509_SIGNATURE:
+            return f"CR(type={p.cert_type} {dn_text(p.authority)[:200]})"
         return f"CR(type={p.cert_type})"
     if isinstance(p, NotifyPayload):
         spi = f" spi={p.spi.hex()}" if p.spi else ""

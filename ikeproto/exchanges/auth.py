@@ -13,11 +13,21 @@ padding and *no* DigestInfo (what every IKEv1 implementation does, strongSwan ca
 operation done here (CRT, then checked with the public key before the signature leaves, so a
 fault cannot leak the key); verifying uses ``recover_data_from_signature`` without a hash.
 
-Trust rule (certificate *policy* is a later issue): the peer's signature must verify with
+Certificate authentication (``Phase1Config.certificates``, an ``ikeproto.certs.CertificateAuthenticator``):
+``SignatureAuth`` sends its CR payloads (the rule's root CAs) in message 3/4, collects the peer's
+CRs, chooses our certificate from them before our proof is built (the initiator while processing
+message 4, the responder once message 5 has verified), sends the chain in CERT payloads before the
+SIG (RFC 2409 §5.1, RFC 4945 §3.2) and names itself by the certificate's subject (ID_DER_ASN1_DN)
+unless a local ID is configured; the peer's CERT chain and ID are checked against the rule (path,
+dates, key usage, CRLs) and its SIG must verify with the certified key. A ``CertificateError``
+(``ikeproto.pki``) is traced with its failure code and refuses the message; having no certificate
+to send is final (``is_dead``).
+
+Without an authenticator the simple trust rule holds: the peer's signature must verify with
 ``Phase1Config.peer_public_key`` when one is configured; otherwise with the key of a certificate
 the peer sent in a CERT payload (X.509 signature encoding) that is one of
 ``Phase1Config.trusted_certificates`` or directly issued (signature checked) by one of them.
-Validity dates, name constraints and revocation are not checked here.
+Validity dates, name constraints and revocation are not checked on that path.
 """
 
 from __future__ import annotations
@@ -30,14 +40,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from ikeproto.certs import cert_payloads
 from ikeproto.config import Identity, Phase1Config, Phase1Proposal
 from ikeproto.enums import CertEncoding, NotifyType
+from ikeproto.pki import CertificateError, Failure
 from ikeproto.errors import ProtocolError, UsageError
 from ikeproto.exchanges.common import Inbound, address_identity, identity_matches
 from ikeproto.keymat import Phase1Keys
 from ikeproto.negotiation import Phase1Choice
-from ikeproto.payloads import CertPayload, CrPayload, GssPayload, HashPayload, Payload, SigPayload
+from ikeproto.payloads import CertPayload, CrPayload, GssPayload, HashPayload, IdPayload, Payload, SigPayload
 from ikeproto.proposals import Transform
+from ikeproto.trace import IkeTrace
 
 __all__ = ["Authentication", "HashOf", "SignatureAuth", "auth_payloads", "certificate_der", "check_peer_identity",
            "rsa_sign", "rsa_verify", "trusted_peer_key", "usable_proposals", "verify_peer"]
@@ -119,10 +132,14 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def auth_payloads(config: Phase1Config, auth: str, value: bytes) -> list[Payload]:
-    """Our proof in message 5/6: HASH (pre-shared key), or [CERT,] SIG over the hash (RFC 2409 §5.1)."""
+def auth_payloads(config: Phase1Config, auth: str, value: bytes, selection: object | None = None) -> list[Payload]:
+    """Our proof in message 5/6: HASH (pre-shared key), or [CERT...,] SIG over the hash (RFC 2409
+    §5.1); with a certificate ``selection`` (``ikeproto.certs.Selection``) its chain and key."""
     if auth == "psk":
         return [HashPayload(data=value)]
+    if selection is not None:
+        chain = cert_payloads(selection.certificates)  # type: ignore[attr-defined]
+        return [*chain, SigPayload(data=rsa_sign(selection.private_key, value))]  # type: ignore[attr-defined]
     out: list[Payload] = []
     if config.certificate is not None:
         out.append(CertPayload(encoding=CertEncoding.X509_SIGNATURE, data=certificate_der(config.certificate)))
@@ -131,8 +148,9 @@ def auth_payloads(config: Phase1Config, auth: str, value: bytes) -> list[Payload
 
 
 def verify_peer(config: Phase1Config, auth: str, expected: bytes, hash_p: HashPayload | None, sig_p: SigPayload | None,
-                certs: Sequence[CertPayload], *, name: str) -> None:
-    """Check the peer's HASH (compared in constant time) or its signature over ``expected``."""
+                certs: Sequence[CertPayload], *, name: str, peer_key: object | None = None) -> None:
+    """Check the peer's HASH (compared in constant time) or its signature over ``expected`` (with
+    ``peer_key`` when given, a key certified for the peer, else the module's simple trust rule)."""
     if auth == "psk":
         if hash_p is None or sig_p is not None:
             raise ProtocolError("pre-shared-key authentication needs a HASH payload", notify=NotifyType.PAYLOAD_MALFORMED)
@@ -141,7 +159,7 @@ def verify_peer(config: Phase1Config, auth: str, expected: bytes, hash_p: HashPa
         return
     if sig_p is None:
         raise ProtocolError("signature authentication needs a SIG payload", notify=NotifyType.PAYLOAD_MALFORMED)
-    key = trusted_peer_key(config, certs)
+    key = peer_key if peer_key is not None else trusted_peer_key(config, certs)
     if not rsa_verify(key, expected, sig_p.data):
         raise ProtocolError(f"SIG over {name} does not verify", notify=NotifyType.INVALID_SIGNATURE)
 
@@ -150,8 +168,8 @@ def usable_proposals(config: Phase1Config) -> tuple[Phase1Proposal, ...]:
     """The proposals whose authentication is configured: a PSK for psk, our RSA key and a way to
     trust the peer's for rsa-sig, Kerberos credentials for gssapi (others are not offered or
     accepted)."""
-    rsa_ready = isinstance(config.private_key, rsa.RSAPrivateKey) and (
-        config.peer_public_key is not None or bool(config.trusted_certificates))
+    rsa_ready = config.certificates is not None or (isinstance(config.private_key, rsa.RSAPrivateKey) and (
+        config.peer_public_key is not None or bool(config.trusted_certificates)))
     ready = {"psk": bool(config.psk), "rsa-sig": rsa_ready, "gssapi": config.kerberos is not None}
     return tuple(p for p in config.proposals if ready.get(p.auth, False))
 
@@ -185,10 +203,13 @@ class Authentication:
     method = "psk"
     uses_psk = True  # SKEYID from the pre-shared key; the others use the signature form
 
-    def __init__(self, config: Phase1Config, choice: Phase1Choice, *, is_initiator: bool) -> None:
+    def __init__(self, config: Phase1Config, choice: Phase1Choice, *, is_initiator: bool,
+                 trace: IkeTrace | None = None, peer_ip: str = "") -> None:
         self.config = config
         self.choice = choice
         self.is_initiator = is_initiator
+        self.trace = trace if trace is not None else IkeTrace(enabled=False)
+        self.peer_ip = peer_ip
 
     @property
     def is_dead(self) -> bool:
@@ -234,6 +255,11 @@ class Authentication:
                     inb.find_all(CertPayload), name=name)
         return True
 
+    def local_identity(self) -> Identity | None:
+        """Our Main Mode ID when none is configured (None: our address); asked just before our
+        message 5/6 is built."""
+        return None
+
     def identities(self, local: Identity, peer: Identity) -> tuple[Identity, Identity]:
         """The (local, peer) identities ``Phase1Established`` reports: the ID payloads' by default."""
         return local, peer
@@ -246,11 +272,76 @@ class Authentication:
 
 
 class SignatureAuth(Authentication):
-    """RSA signatures (RFC 2409 §5.1): [CERT,] SIG_I / SIG_R; a CR in message 3/4 asks for the peer's
-    certificate when no key is configured for it."""
+    """RSA signatures (RFC 2409 §5.1): [CERT...,] SIG_I / SIG_R. With a certificate authenticator
+    (module docstring) its CRs, our chosen chain and the peer's validated one; otherwise a CR in
+    message 3/4 asks for the peer's certificate when no key is configured for it."""
 
     method = "rsa-sig"
     uses_psk = False
 
+    def __init__(self, config: Phase1Config, choice: Phase1Choice, *, is_initiator: bool,
+                 trace: IkeTrace | None = None, peer_ip: str = "") -> None:
+        super().__init__(config, choice, is_initiator=is_initiator, trace=trace, peer_ip=peer_ip)
+        self.certificates = config.certificates  # a CertificateAuthenticator, or None
+        self.peer_crs: list[CrPayload] = []  # the peer's certificate requests so far
+        self.selection: object | None = None  # our chosen certificate (certs.Selection)
+        self._dead = False
+
+    @property
+    def is_dead(self) -> bool:
+        return self._dead
+
     def ke_payloads(self) -> list[Payload]:
+        if self.certificates is not None:
+            return list(self.certificates.cert_requests())  # type: ignore[attr-defined]
         return [CrPayload(cert_type=CertEncoding.X509_SIGNATURE)] if self.config.peer_public_key is None else []
+
+    def accept_ke(self, inb: Inbound) -> None:
+        refuse_gss(inb)
+        crs = [*self.peer_crs, *inb.find_all(CrPayload)]
+        if self.is_initiator and self.certificates is not None:
+            self.selection = self._select(crs, inb.now)  # before message 5: our chain, key and ID
+        self.peer_crs = crs
+
+    def _select(self, crs: list[CrPayload], now: float) -> object:
+        """Our certificate for the peer's requests (``CertificateError``: traced, and final when
+        we have none to send)."""
+        au = self.certificates
+        self.trace.step("certificate requests", peer=self.peer_ip, requested=au.describe_requests(crs))  # type: ignore[union-attr]
+        try:
+            selection = au.select(crs, now)  # type: ignore[union-attr]
+        except CertificateError as exc:
+            self.trace.failure(exc.reason, exchange="main mode", peer=self.peer_ip, failure=exc.failure.value)
+            self._dead = exc.failure is Failure.NO_LOCAL_CERTIFICATE  # nothing the peer sends changes it
+            raise
+        self.trace.step("certificate chosen", peer=self.peer_ip, detail=selection.summary())
+        return selection
+
+    def proof(self, hash_of: HashOf) -> list[Payload]:
+        return auth_payloads(self.config, self.method, hash_of(b""), self.selection)
+
+    def verify(self, inb: Inbound, hash_of: HashOf, *, name: str) -> bool:
+        refuse_gss(inb)
+        au = self.certificates
+        if au is None:
+            return super().verify(inb, hash_of, name=name)
+        try:
+            verified = au.verify_peer(inb.find_all(CertPayload), inb.find(IdPayload), inb.now)  # type: ignore[attr-defined]
+        except CertificateError as exc:
+            self.trace.failure(exc.reason, exchange="main mode", peer=self.peer_ip, failure=exc.failure.value)
+            raise
+        self.trace.step("peer certificate", peer=self.peer_ip, detail=verified.summary())
+        verify_peer(self.config, self.method, hash_of(b""), inb.find(HashPayload), inb.find(SigPayload), (),
+                    name=name, peer_key=verified.public_key)
+        crs = [*self.peer_crs, *inb.find_all(CrPayload)]
+        if not self.is_initiator and self.selection is None:
+            self.selection = self._select(crs, inb.now)  # the responder's, before message 6
+        self.peer_crs = crs
+        return True
+
+    def local_identity(self) -> Identity | None:
+        # What Windows sends: ID_DER_ASN1_DN of the chosen certificate's subject.
+        return self.selection.identity if self.selection is not None else None  # type: ignore[attr-defined]
+
+    def audit_failure(self, error: ProtocolError | None, peer_notify: tuple[int, str] | None) -> tuple[str, str] | None:
+        return None  # certificate failures are reported as NegotiationFailed.certificate_failure

@@ -50,6 +50,7 @@ from ikeproto.negotiation import Phase1Choice
 from ikeproto.negotiation.phase1 import with_gss_id
 from ikeproto.payloads import CertPayload, GssPayload, HashPayload, Payload, SigPayload
 from ikeproto.proposals import Transform
+from ikeproto.trace import IkeTrace
 
 __all__ = ["GssAuth", "announced_gss_id"]
 
@@ -74,8 +75,9 @@ class GssAuth(Authentication):
     method = "gssapi"
     uses_psk = False  # SKEYID as for signatures
 
-    def __init__(self, config: Phase1Config, choice: Phase1Choice, *, is_initiator: bool) -> None:
-        super().__init__(config, choice, is_initiator=is_initiator)
+    def __init__(self, config: Phase1Config, choice: Phase1Choice, *, is_initiator: bool,
+                 trace: IkeTrace | None = None, peer_ip: str = "") -> None:
+        super().__init__(config, choice, is_initiator=is_initiator, trace=trace, peer_ip=peer_ip)
         if config.kerberos is None:
             raise UsageError("GSS-API authentication chosen without Kerberos credentials")
         self.gss = GssAuthenticator(config.kerberos, is_initiator=is_initiator, expected_peer=config.kerberos_peer)

@@ -37,6 +37,7 @@ from ikeproto.errors import ProtocolError, UsageError
 from ikeproto.events import NegotiationFailed, Phase1Established
 from ikeproto.exchanges import MessageKind
 from ikeproto.exchanges.auth import Authentication, HashOf, SignatureAuth, check_peer_identity, usable_proposals
+from ikeproto.config import Identity
 from ikeproto.exchanges.common import Env, Inbound, address_identity, identity_of, identity_payload
 from ikeproto.exchanges.gss_auth import GssAuth, announced_gss_id
 from ikeproto.gss import gss_vendor_ids, peer_speaks_gssapi
@@ -108,6 +109,7 @@ class MainMode:
         self.proposals = usable_proposals(sa.config)
         self.auth: Authentication | None = None  # chosen with the transform
         self.fatal: ProtocolError | None = None  # what ended the negotiation at once (see process)
+        self.refused: ProtocolError | None = None  # why we refused the last message we refused (demux)
         self._reported: set[str] = set()  # audit reasons of refused messages already queued
         self.sai_b = b""
         self.ni = self.nr = self.g_xi = self.g_xr = b""
@@ -186,7 +188,13 @@ class MainMode:
         return self.auth.audit_failure(self.fatal, peer_notify) if self.auth is not None else None
 
     def _choose(self, choice: Phase1Choice) -> Authentication:
-        return _METHODS[choice.auth](self.sa.config, choice, is_initiator=self.sa.is_initiator)
+        return _METHODS[choice.auth](self.sa.config, choice, is_initiator=self.sa.is_initiator, trace=self.env.trace,
+                                     peer_ip=self.sa.peer_ip)
+
+    def _local_id(self) -> Identity:
+        """Ours: configured, else the method's (a certificate's DN), else our address."""
+        assert self.auth is not None
+        return self.sa.config.local_id or self.auth.local_identity() or address_identity(self.env.local_address)
 
     # --- initiator ------------------------------------------------------------------------------
 
@@ -300,7 +308,7 @@ class MainMode:
         self.last_in = inb.raw
         self._trace_keys(keys, g_xy)
         self._float(nat)
-        sa.local_id = sa.config.local_id or address_identity(self.env.local_address)
+        sa.local_id = self._local_id()
         self._send_auth(inb.now)
 
     def _send_auth(self, now: float) -> None:
@@ -442,7 +450,7 @@ class MainMode:
         assert sa.ivs is not None and inb.last_block is not None and self.auth is not None
         id_p, done = self._verify_peer(inb, initiator=False)
         initial_contact = any(n.notify_type == NotifyType.INITIAL_CONTACT for n in inb.find_all(NotifyPayload))
-        sa.local_id = sa.config.local_id or address_identity(self.env.local_address)
+        sa.local_id = self._local_id()
         own_id = identity_payload(sa.local_id)
         payloads = [own_id, *self.auth.proof(self._hash_of(own_id, initiator=False))]
         # commit: the IV chain moves past message 5, the SA answers from where message 5 arrived

@@ -4,31 +4,25 @@ untrusted root, expired certificate, wrong key usage, missing private key, revok
 the seed's selection order.
 
 Main Mode consults ``ikeproto.certs.CertificateAuthenticator`` through
-``Phase1Config.certificates``. Until that field exists (the lead wires the hook the report of
-branch ``cert`` gives), ``wired`` emulates it around the real ``MainMode`` with pytest's
-monkeypatch and nothing else: CR payloads for our roots in messages 3/4, the peer's CRs
-collected, our certificate chosen from them before message 5/6 (our identity, key and chain), and
-the peer's CERT/ID checked before its SIG is verified with the certified key. Everything else
-(SIG over HASH_I/HASH_R, keys, Quick Mode) is the real code. Once the field exists, ``wired``
-does nothing and the same tests run the real hook.
+``Phase1Config.certificates`` (``ikeproto.exchanges.auth.SignatureAuth``): CR payloads for our
+roots in messages 3/4, the peer's CRs collected, our certificate chosen from them before message
+5/6 (our identity, key and chain), and the peer's CERT/ID checked before its SIG is verified with
+the certified key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
-
 import pytest
 
-from ikeproto.certs import CertificateAuthenticator, Credential, cert_payloads
+from ikeproto.certs import CertificateAuthenticator, Credential
 from ikeproto.chain import ValidatedPath
 from ikeproto.config import Phase1Config
 from ikeproto.endpoint import IkeEndpoint
 from ikeproto.enums import NotifyType
 from ikeproto.events import NegotiationFailed, Phase1Established, Phase2Established
-from ikeproto.exchanges import main_mode
-from ikeproto.payloads import CertPayload, CrPayload, IdPayload
-from ikeproto.pki import CertificateError, dn_text
+from ikeproto.payloads import CrPayload
+from ikeproto.pki import dn_text
 from policyagent.crl import CrlChecker
 from tests import pki
 from tests.ike.helpers import (
@@ -48,91 +42,12 @@ from tests.ike.helpers import (
 RSA_SIG = p1(auth="rsa-sig")
 
 
-# --- the hook, emulated ----------------------------------------------------------------------------
-
-_AUTHENTICATORS: dict[int, CertificateAuthenticator] = {}
-HOOKED = "certificates" in Phase1Config.__dataclass_fields__
+# --- the hook ------------------------------------------------------------------------------------
 
 
 def with_certificates(au: CertificateAuthenticator) -> Phase1Config:
-    """The Phase1Config a rule with certificate methods gives Main Mode (``certificates=au``).
-
-    Without the hook, the existing rsa-sig fields stand in: a placeholder RSA key (replaced by the
-    chosen certificate's before message 5/6) and the rule's roots."""
-    if HOOKED:
-        return Phase1Config(proposals=(RSA_SIG,), certificates=au)  # type: ignore[call-arg]
-    cfg = Phase1Config(proposals=(RSA_SIG,), private_key=pki.key(99), trusted_certificates=au.roots)
-    _AUTHENTICATORS[id(cfg)] = au
-    return cfg
-
-
-@pytest.fixture
-def wired(monkeypatch):
-    if HOOKED:
-        yield
-        return
-    mm = main_mode.MainMode
-    orig_init, orig_process, orig_message = mm.__init__, mm.process, mm._message
-    orig_auth, orig_verify = mm._auth_payloads, mm._verify_peer
-
-    def init(self, sa, env):
-        orig_init(self, sa, env)
-        self.cert_auth = _AUTHENTICATORS.get(id(sa.config))
-        self.peer_crs = []
-
-    def process(self, inb):
-        au = self.cert_auth
-        if au is not None:
-            self.peer_crs += inb.find_all(CrPayload)
-            builds_auth = self.step in (main_mode.Step.KE_SENT, main_mode.Step.KE_ANSWERED)
-            if builds_auth:  # message 4 (initiator) or 5 (responder): ours follows it
-                self.env.trace.step("certificate requests", peer=self.sa.peer_ip,
-                                    requested=au.describe_requests(self.peer_crs))
-                sel = au.select(self.peer_crs, inb.now)  # CertificateError: a ProtocolError
-                self.env.trace.step("certificate chosen", peer=self.sa.peer_ip, detail=sel.summary())
-                self.selection = sel
-                self.sa.config = replace(self.sa.config, local_id=self.sa.config.local_id or sel.identity,
-                                         private_key=sel.private_key, certificate=sel.certificates[0])
-        return orig_process(self, inb)
-
-    def message(self, payloads):
-        if self.cert_auth is not None and any(isinstance(p, CrPayload) for p in payloads):
-            i = next(i for i, p in enumerate(payloads) if isinstance(p, CrPayload))
-            payloads[i:i + 1] = self.cert_auth.cert_requests()
-        return orig_message(self, payloads)
-
-    def auth_payloads(self, id_payload, *, initiator):
-        out = orig_auth(self, id_payload, initiator=initiator)
-        sel = getattr(self, "selection", None)
-        if self.cert_auth is not None and sel is not None:
-            i = next(i for i, p in enumerate(out) if isinstance(p, CertPayload))
-            out[i + 1:i + 1] = cert_payloads(sel.certificates[1:])
-        return out
-
-    def verify_peer(self, inb, *, initiator):
-        au = self.cert_auth
-        if au is None:
-            return orig_verify(self, inb, initiator=initiator)
-        try:
-            verified = au.verify_peer(inb.find_all(CertPayload), inb.find(IdPayload), inb.now)
-        except CertificateError as exc:
-            self.env.trace.failure(exc.reason, exchange="main mode", peer=self.sa.peer_ip, failure=exc.failure.value)
-            raise
-        self.env.trace.step("peer certificate", peer=self.sa.peer_ip, detail=verified.summary())
-        old = self.sa.config
-        self.sa.config = replace(old, peer_public_key=verified.public_key)
-        try:
-            return orig_verify(self, inb, initiator=initiator)
-        finally:
-            self.sa.config = old
-
-    monkeypatch.setattr(mm, "__init__", init)
-    monkeypatch.setattr(mm, "process", process)
-    monkeypatch.setattr(mm, "_message", message)
-    monkeypatch.setattr(mm, "_auth_payloads", auth_payloads)
-    monkeypatch.setattr(mm, "_verify_peer", verify_peer)
-    yield
-    _AUTHENTICATORS.clear()
+    """The Phase1Config a rule with certificate methods gives Main Mode."""
+    return Phase1Config(proposals=(RSA_SIG,), certificates=au)
 
 
 # --- set-up ----------------------------------------------------------------------------------------
@@ -207,7 +122,7 @@ def failures(evs) -> list[NegotiationFailed]:
 # --- the proofs ------------------------------------------------------------------------------------
 
 
-def test_certificates_success_with_chain_dn_identities_and_crs(clock, wired, lab):
+def test_certificates_success_with_chain_dn_identities_and_crs(clock, lab):
     au_a = authenticator([lab["r1"]], [cred(lab["a1"])])
     au_b = authenticator([lab["r1"]], [cred(lab["b1"], lab["sub"])])  # sends its intermediate
     ev_a, ev_b, logs, _ = negotiate(clock, au_a, au_b)
@@ -224,6 +139,9 @@ def test_certificates_success_with_chain_dn_identities_and_crs(clock, wired, lab
         logs[0].find("peer certificate")[0]["detail"]
     sent = [kw["payloads"] for e, kw in logs[1].entries if e == "message sent" and kw.get("exchange") == "main mode 6"]
     assert sent and sent[0].count("CERT(encoding=4") == 2
+    assert "ID(ID_DER_ASN1_DN CN=hostB, O=Lab " in sent[0]  # the trace names DNs readably
+    received = [kw["payloads"] for e, kw in logs[1].entries if e == "message received"]
+    assert any("CR(type=4 CN=Root One, O=Lab)" in r for r in received)
 
 
 class CarelessPeer(CertificateAuthenticator):
@@ -238,53 +156,58 @@ def careless(roots, creds) -> CarelessPeer:
     return CarelessPeer(roots=[r.cert for r in roots], credentials=creds, validation_time=pki.clock_at())
 
 
-def expect_failure(ev_a, ev_b, *, refuser: str, notify: int, text: str) -> NegotiationFailed:
-    """The refusing side records the reason (audit 544 material). A refused message 5 (B refuses)
-    fails both sides; a refused message 6 (A refuses) leaves B with an ISAKMP SA and no Quick Mode."""
+def expect_failure(ev_a, ev_b, *, refuser: str, notify: int, text: str, failure: str) -> NegotiationFailed:
+    """The refusing side records the reason and the certificate failure code (audit 544
+    material). A refused message 5 (B refuses) fails both sides; a refused message 6 (A refuses)
+    leaves B with an ISAKMP SA and no Quick Mode."""
     assert not any(isinstance(e, Phase2Established) for e in ev_a + ev_b)
     me, other = (ev_b, ev_a) if refuser == "b" else (ev_a, ev_b)
     assert not any(isinstance(e, Phase1Established) for e in me)
     mine = failures(me)
     assert mine and mine[0].failure_point == "me" and mine[0].notify == notify, mine
     assert text in mine[0].reason, mine[0].reason
+    assert mine[0].certificate_failure == failure
     if refuser == "b":
         assert failures(other) and failures(other)[0].phase == 1
+        # the side that was refused reports the peer's refusal, not a certificate of its own
+        assert all(f.certificate_failure is None for f in failures(other))
     return mine[0]
 
 
-def test_untrusted_root(clock, wired, lab):
+def test_untrusted_root(clock, lab):
     stranger = lab["other"].issue("CN=hostA, O=Lab", key_slot=10)
     ev_a, ev_b, logs, _ = negotiate(clock, authenticator([lab["other"]], [cred(stranger)]),
                                     authenticator([lab["r1"]], [cred(lab["b1"], lab["sub"])]))
     f = expect_failure(ev_a, ev_b, refuser="b", notify=NotifyType.INVALID_CERT_AUTHORITY,
-                       text="does not chain to a trusted root certification authority of this rule")
+                       text="does not chain to a trusted root certification authority of this rule", failure="untrusted-root")
     assert "chain ends at CN=Other Root, O=Elsewhere" in f.reason
     assert any(kw.get("failure") == "untrusted-root" for kw in logs[1].find("failure"))
 
 
-def test_expired_certificate(clock, wired, lab):
+def test_expired_certificate(clock, lab):
     old = lab["r1"].issue("CN=hostA, O=Lab", key_slot=10, not_after=pki.WHEN - dt.timedelta(days=1))
     ev_a, ev_b, _, _ = negotiate(clock, careless([lab["r1"]], [cred(old)]),
                                  authenticator([lab["r1"]], [cred(lab["b1"], lab["sub"])]))
     expect_failure(ev_a, ev_b, refuser="b", notify=NotifyType.INVALID_CERTIFICATE,
-                   text="certificate CN=hostA, O=Lab expired on")
+                   text="certificate CN=hostA, O=Lab expired on", failure="expired")
 
 
-def test_wrong_key_usage(clock, wired, lab):
+def test_wrong_key_usage(clock, lab):
     exchange_only = lab["r1"].issue("CN=hostB, O=Lab", key_slot=12, key_usage=("key_encipherment",))
     ev_a, ev_b, _, _ = negotiate(clock, authenticator([lab["r1"]], [cred(lab["a1"])]),
                                  careless([lab["r1"]], [cred(exchange_only)]))
     expect_failure(ev_a, ev_b, refuser="a", notify=NotifyType.INVALID_CERTIFICATE,
-                   text="does not allow signatures (key usage: key encipherment)")
+                   text="does not allow signatures (key usage: key encipherment)", failure="key-usage")
 
 
-def test_missing_private_key(clock, wired, lab):
+def test_missing_private_key(clock, lab):
     """The seed: a certificate without its private key is never chosen; with nothing else to
     send, Main Mode fails on our side with the seed's words."""
     ev_a, ev_b, _, _ = negotiate(clock, authenticator([lab["r1"]], [cred(lab["a1"], with_key=False)]),
                                  authenticator([lab["r1"]], [cred(lab["b1"], lab["sub"])]))
     f = expect_failure(ev_a, ev_b, refuser="a", notify=NotifyType.CERTIFICATE_UNAVAILABLE,
-                       text="You do not have a private key that corresponds to this certificate")
+                       text="You do not have a private key that corresponds to this certificate",
+                       failure="no-local-certificate")
     assert "no machine certificate with a private key" in f.reason
 
 
@@ -299,7 +222,7 @@ def cdp(lab):
 
 
 @pytest.mark.parametrize("level", [0, 1, 2])
-def test_revoked_certificate_at_crl_levels(clock, wired, lab, cdp, level):
+def test_revoked_certificate_at_crl_levels(clock, lab, cdp, level):
     server, revoked = cdp
     au_b = authenticator([lab["r1"]], [cred(lab["b1"], lab["sub"])], crl_level=level,
                          revocation=CrlChecker(timeout_s=2.0))
@@ -308,11 +231,11 @@ def test_revoked_certificate_at_crl_levels(clock, wired, lab, cdp, level):
         ok(ev_a, ev_b)
         return
     expect_failure(ev_a, ev_b, refuser="b", notify=NotifyType.INVALID_CERTIFICATE,
-                   text=f"was revoked by CN=Root One, O=Lab on {pki.BEFORE:%Y-%m-%d}")
+                   text=f"was revoked by CN=Root One, O=Lab on {pki.BEFORE:%Y-%m-%d}", failure="revoked")
 
 
 @pytest.mark.parametrize("level", [1, 2])
-def test_unreachable_cdp_at_crl_levels(clock, wired, lab, level):
+def test_unreachable_cdp_at_crl_levels(clock, lab, level):
     url = f"http://127.0.0.1:{pki.closed_port()}/gone.crl"
     host_a = lab["r1"].issue("CN=hostA, O=Lab", key_slot=10, cdp=(url,))
     au_b = authenticator([lab["r1"]], [cred(lab["b1"], lab["sub"])], crl_level=level,
@@ -323,10 +246,11 @@ def test_unreachable_cdp_at_crl_levels(clock, wired, lab, level):
         assert "accepted at level 1" in logs[1].find("peer certificate")[0]["detail"]
         return
     expect_failure(ev_a, ev_b, refuser="b", notify=NotifyType.INVALID_CERTIFICATE,
-                   text=f"could not be determined (CRL checking level 2): CRL distribution point {url} unreachable")
+                   text=f"could not be determined (CRL checking level 2): CRL distribution point {url} unreachable",
+                   failure="revocation-unknown")
 
 
-def test_multiple_roots_and_the_seed_selection_order(clock, wired, lab):
+def test_multiple_roots_and_the_seed_selection_order(clock, lab):
     """A trusts Root One then Root Two and has a certificate from each; B trusts only Root Two.
     B's CR names Root Two, so A sends its Root Two certificate; B, asked for both, answers with
     the certificate of A's first CA among its own (Root One, through the Issuing CA)."""
@@ -347,17 +271,17 @@ def test_multiple_roots_and_the_seed_selection_order(clock, wired, lab):
     assert "requested by the peer" in logs[0].find("certificate chosen")[0]["detail"]
 
 
-def test_no_common_root_sends_our_first_ca_and_fails(clock, wired, lab):
+def test_no_common_root_sends_our_first_ca_and_fails(clock, lab):
     """The seed: a request naming none of our CAs still gets our first CA's certificate, and the
     negotiation then fails because the two computers have no common root."""
     ev_a, ev_b, logs, _ = negotiate(clock, authenticator([lab["r1"]], [cred(lab["a1"])]),
                                     authenticator([lab["r2"]], [cred(lab["b2"])]))
     expect_failure(ev_a, ev_b, refuser="b", notify=NotifyType.INVALID_CERT_AUTHORITY,
-                   text="trusted: CN=Root Two, O=Lab")
+                   text="trusted: CN=Root Two, O=Lab", failure="untrusted-root")
     assert "the peer requested none of our CAs" in logs[0].find("certificate chosen")[0]["detail"]
 
 
-def test_cr_payloads_on_the_wire_name_our_roots(clock, wired, lab):
+def test_cr_payloads_on_the_wire_name_our_roots(clock, lab):
     from ikeproto.message import parse_message
 
     au = authenticator([lab["r2"], lab["r1"]], [cred(lab["a1"])])

@@ -7,7 +7,7 @@ Our endpoint runs in the test process with its UDP 500/4500 sockets inside ``ns[
 (192.0.2.1), pumped by a small blocking loop (sans-I/O: datagrams in, datagrams out, timers);
 charon runs in ``ns[1]`` (192.0.2.2) with kernel-libipsec, which fakes a NAT, so both sides float
 to port 4500 (RFC 3947). Main Mode consults ``ikeproto.certs.CertificateAuthenticator`` through
-the hook emulated in ``tests.ike.test_cert_negotiation`` (``wired``) until the lead wires it.
+``Phase1Config.certificates``.
 
 strongSwan writes Distinguished Names in DER order ("O=Lab, CN=charon"), Windows and RFC 4514
 the other way round ("CN=charon, O=Lab"); both name the same DER.
@@ -34,7 +34,7 @@ from policyagent.certstore import MachineStore, authenticator_for, system_time
 from policyagent.model import AuthMethod
 from tests import pki
 from tests.ike.helpers import Provider, phase2
-from tests.ike.test_cert_negotiation import wired, with_certificates  # noqa: F401 (fixture)
+from tests.ike.test_cert_negotiation import with_certificates
 from tests.interop.ikescan import netns_socket
 
 pytestmark = [pytest.mark.interop, pytest.mark.root]
@@ -165,7 +165,7 @@ def _cli_pki(tmp: Path):
 
 
 @pytest.fixture
-def lab(netns_pair, charon_factory, wired, request, tmp_path):  # noqa: F811 (wired is the imported fixture)
+def lab(netns_pair, charon_factory, request, tmp_path):
     source = getattr(request, "param", 2048)
     if source == "cli":
         ca_cert, their_cert, their_key, au, our_cert = _cli_pki(tmp_path)
