@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ikeproto.config import Phase2Config
+from ikeproto.config import Identity, Phase2Config
 from ikeproto.errors import IkeError
+from ikeproto.pki import dn_text
 from ikeproto.events import (NegotiationFailed, Phase1Deleted, Phase1Established,
                              Phase2Deleted, Phase2Established)
 from policyagent import audit, records
@@ -203,6 +204,9 @@ class Lifecycle:
                 self._on_phase1_deleted(event, now)
 
     def _on_phase1(self, ev: Phase1Established) -> None:
+        if ev.peer_id.kind == "der-dn" and isinstance(ev.peer_id.value, bytes):
+            # The certificate subject as Windows shows it ("CN=..., O=..."), not DER in hex.
+            ev = replace(ev, peer_id=Identity(kind="der-dn", value=dn_text(ev.peer_id.value)))
         peer = ev.peer[0]
         self.stats.main_modes += 1
         self._auth[peer] = ev.auth
@@ -341,7 +345,7 @@ class Lifecycle:
             return audit.KerberosFailed(at=ev.at, host=self.address, peer_address=peer,
                                         peer_identity=self.ike_config.kerberos_peers.get(peer, ""),
                                         failure_point=point, failure=failure, reason=ev.reason)
-        cert = getattr(ev, "certificate_failure", None)
+        cert = ev.certificate_failure
         if cert is None:
             return None
         failure = str(getattr(cert, "value", cert))
