@@ -173,3 +173,16 @@ def test_demo_with_kerberos_runs_part_1_with_a_throwaway_kdc():
     assert "Kerberos based Identity: host/hq-res-wrk-01.reskit.com@RESKIT.COM" in part1
     assert "pre-shared" not in part1.split("Part 1.", 1)[1]
     assert "Part 3." in proc.stdout and "took" in proc.stdout
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["--kerberos-keytab", "/nonexistent.keytab"], "go together"),
+    (["--kerberos-keytab", "k", "--kerberos-principal", "HQ-RES-WRK-01"], "host/<fqdn>@REALM"),
+    (["--kerberos-peer", "127.0.0.2"], "ADDRESS=host/<fqdn>@REALM"),
+])
+def test_run_refuses_incomplete_kerberos_settings(tmp_path, capsys, argv, complaint):
+    """``policyagent run`` checks its Kerberos options before binding anything (no KDC needed)."""
+    from policyagent.cli import main
+
+    assert main(["run", "--store", str(tmp_path), "--ike-port", "15500", "--natt-port", "15501", *argv]) == 1
+    assert complaint in capsys.readouterr().err
