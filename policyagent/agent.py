@@ -18,7 +18,9 @@ Policy" and "Understanding IKE Negotiation"; RFC 4301 §5.1/§5.2 are the standa
 Outputs are queued: ``datagrams_to_send`` (UDP payloads with the local port to send from),
 ``next_delivery`` (packets for applications), ``next_notification`` (negotiating/blocked notices
 for senders), audit events in ``audit``; ``get_timer``/``handle_timer`` drive every timer from the
-``now`` the caller passes. No sockets, no clock, randomness injected.
+``now`` the caller passes. No sockets, no clock, randomness injected; the one file access is the
+machine certificate store (``AgentConfig.cert_store``), read when a policy that uses
+certificates is assigned.
 """
 
 from __future__ import annotations
@@ -33,16 +35,18 @@ from espcore import EspError, LifetimeExpired, SaState
 from policyagent import datapath as dp
 from policyagent.agenttypes import AgentConfig, AgentStats, Delivery, SendResult, SenderNotified
 from policyagent.audit import AuditLog
+from policyagent.certstore import MachineStore
 from policyagent.ikeconfig import PolicyConfig, selectors_for
 from policyagent.inbound import Inbound
 from policyagent.lifecycle import Lifecycle
 from policyagent.matcher import Direction, Matcher, Packet, Verdict
-from policyagent.model import Policy
+from policyagent.model import AuthKind, Policy
 from policyagent.sad import SaDatabase, SaPair
 from policyagent.timers import Timers
 from policyagent.trace import null_logger
 
-__all__ = ["AgentConfig", "AgentStats", "Delivery", "PolicyAgent", "SendResult", "SenderNotified"]
+__all__ = ["AgentConfig", "AgentStats", "Delivery", "PolicyAgent", "SendResult", "SenderNotified",
+           "kerberos_credentials"]
 
 _CACHE_LIMIT = 4096
 
@@ -56,6 +60,19 @@ class _Route:
     flow: Any = None
     pair: SaPair | None = None
     generation: int = -1
+
+
+def kerberos_credentials(config: AgentConfig) -> Any:
+    """This computer's Kerberos credentials from ``config`` (None: not configured). A keytab and
+    principal become an ``ikeproto.krb5.KerberosCredentials`` (``gssapi`` is imported on first
+    use, so configuring it never fails for lack of the package; negotiating does, with a 545)."""
+    if config.kerberos is not None:
+        return config.kerberos
+    if config.kerberos_keytab is None or config.kerberos_principal is None:
+        return None
+    from ikeproto.krb5 import KerberosCredentials
+
+    return KerberosCredentials(keytab=config.kerberos_keytab, principal=config.kerberos_principal)
 
 
 def default_ike_factory(**kwargs: Any) -> Any:
@@ -90,7 +107,8 @@ class PolicyAgent(Inbound, Lifecycle, Timers):
         self.ike_config = PolicyConfig(None, self.address,
                                        force_encapsulation=config.force_encapsulation,
                                        kerberos_psk=config.kerberos_psk,
-                                       has_kerberos=config.has_kerberos)
+                                       kerberos=kerberos_credentials(config),
+                                       kerberos_peers=config.kerberos_peers)
         self.policy: Policy | None = None
         self.matcher: Matcher | None = None
         self._out: list[tuple[bytes, tuple[str, int], int]] = []
@@ -125,9 +143,21 @@ class PolicyAgent(Inbound, Lifecycle, Timers):
         self.policy = policy
         self.matcher = Matcher(policy, self.local_addresses, nat_t=True) if policy else None
         self.ike_config.matcher = self.matcher
+        self._load_certificates(policy)
         self._routes.clear()
         self._inbound.clear()
         self.log.info("policy_assigned", policy=policy.name if policy else None)
+
+    def _load_certificates(self, policy: Policy | None) -> None:
+        """Read the machine certificate store once per policy load, when a rule uses certificates
+        (the only file access of the core: the seed's store is read when the policy is applied)."""
+        store = None
+        if self.config.cert_store is not None and policy is not None and any(
+                a.kind is AuthKind.CERTIFICATE for r in policy.rules for a in r.authentication):
+            store = MachineStore.load(self.config.cert_store)
+            for problem in store.problems:
+                self.log.warning("certificate_store_problem", problem=problem)
+        self.ike_config.set_certificates(store, validation_time=self.config.certificate_time)
 
     def restart(self, now: float) -> None:
         """The seed's ``net stop policyagent`` / ``net start``: all IKE and SA state is cleared."""

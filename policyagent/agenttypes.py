@@ -1,7 +1,7 @@
 """The agent's value types: configuration, counters, send results, notices and deliveries.
 
-Owns the records the sans-I/O ``PolicyAgent`` takes (``AgentConfig``: ports, modes, the seed's
-timers in seconds) and gives out (``SendResult`` per outbound packet, ``SenderNotified`` for the
+Owns the records the sans-I/O ``PolicyAgent`` takes (``AgentConfig``: ports, modes, the
+machine's Kerberos and certificate settings, the seed's timers in seconds) and gives out (``SendResult`` per outbound packet, ``SenderNotified`` for the
 sender of traffic that waits or is blocked, ``Delivery`` for the application side, ``AgentStats``
 for the monitor). No behaviour.
 """
@@ -9,6 +9,8 @@ for the monitor). No behaviour.
 from __future__ import annotations
 
 import enum
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -42,13 +44,28 @@ class SenderNotified:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentConfig:
-    """Ports, modes and the seed's timers (seconds)."""
+    """Ports, modes, authentication material and the seed's timers (seconds).
+
+    Kerberos: ``kerberos`` is this computer's credentials (an ``ikeproto.krb5.KerberosCredentials``
+    or any ``ikeproto.gss.GssMechanism``), or ``kerberos_keytab`` with ``kerberos_principal``
+    (``host/<fqdn>@REALM``) make one; the policy model names no Kerberos peer, so
+    ``kerberos_peers`` maps a peer address to the principal it must authenticate as (a peer not
+    in it may be any principal of the realm). ``kerberos_psk`` stands in for Kerberos when no
+    credentials are configured (no KDC). Certificates: ``cert_store`` is the machine store
+    directory (``policyagent.certstore``), read at each policy assignment; ``certificate_time``
+    maps the agent's ``now`` to the validation time (default: the wall clock).
+    """
 
     ike_port: int = 500
     natt_port: int = 4500
     force_encapsulation: bool = False  # ESP in UDP always (the embedded path, no root)
     kerberos_psk: bytes | None = field(default=None, repr=False)  # Kerberos substitute
-    has_kerberos: bool = False
+    kerberos: Any = field(default=None, repr=False)
+    kerberos_keytab: str | os.PathLike[str] | None = None
+    kerberos_principal: str | None = None
+    kerberos_peers: Mapping[str, str] = field(default_factory=dict)
+    cert_store: str | os.PathLike[str] | None = None
+    certificate_time: Callable[[float], Any] | None = None
     queue_limit: int = 16  # packets queued per negotiation
     soft_sa_after_s: float = 3.0  # IKE silence before falling back to clear
     block_s: float = 60.0  # after a failed negotiation the peer answered
@@ -64,6 +81,12 @@ class AgentConfig:
     replay_window: int = 64
     echo_responder: bool = True
     ttl: int = 64
+
+    @property
+    def has_kerberos(self) -> bool:
+        """Whether real Kerberos (GSS-API) credentials are configured."""
+        return self.kerberos is not None or (self.kerberos_keytab is not None
+                                             and self.kerberos_principal is not None)
 
 
 @dataclass(slots=True)

@@ -12,8 +12,9 @@ Events (Windows 2000 numbering, "Audit Logon Events"):
   clear after the peer did not answer) is a 541 with ``soft=True`` and no parameters.
 - 542 IKE security association ended (quick mode: both SPIs).
 - 543 IKE security association ended (main mode).
-- 544 certificate trust failure (defined for the certificate issue; not produced yet).
-- 545 Kerberos authentication failure.
+- 544 certificate trust failure: the peer's certificate (``pki.Failure`` code, reason);
+  our own missing certificate is a 547 instead (a configuration problem on this computer).
+- 545 Kerberos authentication failure (``GssFailure`` code, and the advice in the reason).
 - 546 invalid proposal from the peer (attribute, expected, received).
 - 547 negotiation failed (mode, filter, failure point me/peer, reason).
 
@@ -171,12 +172,15 @@ class CertificateTrustFailed(AuditEvent):
 
     peer_address: str
     peer_identity: str = ""
+    failure_point: str = "Me"  # "Me": we refused the peer's certificate; "Peer": it refused ours
+    failure: str = ""  # the ikeproto.pki.Failure value (untrusted-root, expired, revoked, ...)
     reason: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KerberosFailed(AuditEvent):
-    """545: Kerberos (GSS-API) authentication of the peer failed."""
+    """545: Kerberos (GSS-API) authentication failed; ``failure`` is the ``GssFailure`` value,
+    ``reason`` what the administrator can do (the engine's advice)."""
 
     EVENT_ID: ClassVar[int] = 545
     TITLE: ClassVar[str] = ("IKE peer authentication failed. The peer could not be "
@@ -185,6 +189,8 @@ class KerberosFailed(AuditEvent):
 
     peer_address: str
     peer_identity: str = ""
+    failure_point: str = "Me"  # "Me": the fix is on this side's report; "Peer": the peer refused
+    failure: str = ""  # no-keytab, no-ticket, clock-skew, unknown-principal, refused-by-peer, ...
     reason: str = ""
 
 
@@ -277,6 +283,8 @@ def render(event: dict[str, Any]) -> str:
         put("Received value", event.get("received"))
     if "failure_point" in event:
         put("Failure Point", event["failure_point"])
+    if event.get("failure"):
+        put("Failure Code", event["failure"])
     if event.get("reason"):
         put("Failure Reason" if not event.get("success", True) else "Reason", event["reason"])
     return "\n".join(lines)

@@ -7,9 +7,13 @@ Owns the translation from the Windows policy model to the endpoint's records:
   address-specific Negotiate rule covering the pair, else the default response rule). Its
   authentication methods, in order, become proposals crossed with the policy's main-mode
   methods (cipher, hash, DH group, master-key lifetime, RFC 2409 §5 / Appendix A). Kerberos
-  becomes ``gssapi`` when the endpoint can do it, or a substitute pre-shared key when the caller
-  says so (the demo, without a KDC); certificates are not wired yet (no key material), so a
-  certificate-only rule cannot negotiate.
+  becomes ``gssapi`` with this computer's credentials (``Phase1Config.kerberos``; the expected
+  peer principal from the agent's address map, since the policy model names none), or, without
+  credentials, a substitute pre-shared key when the caller says so (the demo without a KDC).
+  A rule's certificate methods (contiguous, validation ensures it) become one ``rsa-sig``
+  choice at the place of the first, authenticated by ``certstore.authenticator_for`` over the
+  machine store (built once per rule and store; a rule none of whose root CAs the store trusts
+  cannot use certificates).
 - **Quick mode, initiator** (``phase2_for``): the filter that matched the packet, oriented as
   the packet matched it, *instantiated* for the packet's hosts in transport mode (the seed's
   event 541 shows host addresses with mask 255.255.255.255, and protocol/ports from the filter),
@@ -22,16 +26,20 @@ Owns the translation from the Windows policy model to the endpoint's records:
   policy has one (the seed: Client (Respond Only) "answers when asked"); Block, or no default
   response rule, refuses (NO-PROPOSAL-CHOSEN). Transport-mode selectors must name the peer and us.
 
-Pure lookups: no I/O, no clock.
+Pure lookups: no I/O, no clock (the machine store is read by the agent and handed in).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ikeproto.config import (Address, IpsecTransform, Mode, Phase1Config, Phase1Proposal,
                              Phase2Config, Phase2Proposal, TrafficSelector)
+from policyagent.certstore import MachineStore, authenticator_for, system_time
+from policyagent.errors import PolicyError
 from policyagent.matcher import Decision, Direction, Matcher, Packet, Verdict
 from policyagent.model import (DEFAULT_QM_LIFETIME_KB, DEFAULT_QM_LIFETIME_S, AddressKind,
                                AuthKind, Filter, MainModeMethod, SecurityMethod)
@@ -109,40 +117,80 @@ class AuthChoice:
 
     auth: str  # ikeproto name: psk, gssapi, rsa-sig
     psk: bytes | None
-    label: str  # "Preshared key", "Kerberos", "Kerberos (pre-shared key substitute)"
+    label: str  # "Preshared key", "Kerberos", "Kerberos (pre-shared key substitute)", "Certificate"
+    certificates: Any = None  # rsa-sig: the rule's ``ikeproto.certs.CertificateAuthenticator``
 
 
 class PolicyConfig:
     """An ``ikeproto.config.ConfigProvider`` answering from the assigned policy.
 
     ``local_address`` is our IKE address; ``force_encapsulation`` fakes a NAT so ESP rides in
-    UDP (the embedded path); ``kerberos_psk`` replaces Kerberos by this pre-shared key (when no
-    KDC is available; the caller says so to the user); ``has_kerberos`` offers GSS-API instead.
+    UDP (the embedded path); ``kerberos`` is this computer's Kerberos credentials (any
+    ``ikeproto.gss.GssMechanism``) and ``kerberos_peers`` the principal each peer address must
+    authenticate as; without credentials ``kerberos_psk`` replaces Kerberos by this pre-shared
+    key (when no KDC is available; the caller says so to the user); ``has_kerberos`` offers
+    GSS-API even without credentials here (a test of the proposals only). Certificates come
+    from ``set_certificates``.
     """
 
     def __init__(self, matcher: Matcher | None, local_address: str, *,
                  force_encapsulation: bool = False, kerberos_psk: bytes | None = None,
-                 has_kerberos: bool = False) -> None:
+                 has_kerberos: bool = False, kerberos: Any = None,
+                 kerberos_peers: Mapping[str, str] | None = None) -> None:
         self.matcher = matcher
         self.local_address = local_address
         self.force_encapsulation = force_encapsulation
         self.kerberos_psk = kerberos_psk
-        self.has_kerberos = has_kerberos
+        self.kerberos = kerberos
+        self.kerberos_peers = dict(kerberos_peers or {})
+        self.has_kerberos = has_kerberos or kerberos is not None
+        self.cert_store: MachineStore | None = None
+        self._certificate_time: Callable[[float], Any] = system_time
+        self._authenticators: dict[tuple, Any] = {}
+        self.certificate_problems: dict[tuple, str] = {}
+
+    def set_certificates(self, store: MachineStore | None, *,
+                         validation_time: Callable[[float], Any] | None = None) -> None:
+        """Use ``store`` (None: no certificates) for the rules' certificate methods from now on."""
+        self.cert_store = store
+        self._certificate_time = validation_time or system_time
+        self._authenticators.clear()
+        self.certificate_problems.clear()
+
+    def authenticator(self, methods: tuple) -> Any:
+        """The ``CertificateAuthenticator`` for a rule's certificate methods (None: unusable)."""
+        if self.cert_store is None:
+            return None
+        if methods not in self._authenticators:
+            try:
+                found = authenticator_for(methods, self.cert_store, validation_time=self._certificate_time)
+            except PolicyError as exc:  # none of the rule's root CAs is trusted by the store
+                self.certificate_problems[methods] = str(exc)
+                found = None
+            self._authenticators[methods] = found
+        return self._authenticators[methods]
 
     # -- main mode --------------------------------------------------------------------------------
 
     def auth_choices(self, decision: Decision) -> list[AuthChoice]:
         """The rule's authentication methods that can run, in the rule's order."""
         out = []
-        for method in decision.authentication:
+        methods = tuple(decision.authentication)
+        for method in methods:
             if method.kind is AuthKind.PRESHARED_KEY and method.key:
                 out.append(AuthChoice(auth="psk", psk=method.key.encode("utf-8"), label="Preshared key"))
             elif method.kind is AuthKind.KERBEROS:
-                if self.kerberos_psk is not None:
+                if self.kerberos is None and self.kerberos_psk is not None:
                     out.append(AuthChoice(auth="psk", psk=self.kerberos_psk,
                                           label="Kerberos (pre-shared key substitute)"))
                 elif self.has_kerberos:
                     out.append(AuthChoice(auth="gssapi", psk=None, label="Kerberos"))
+            elif method.kind is AuthKind.CERTIFICATE and not any(c.auth == "rsa-sig" for c in out):
+                certs = tuple(m for m in methods if m.kind is AuthKind.CERTIFICATE)
+                authenticator = self.authenticator(certs)
+                if authenticator is not None:
+                    out.append(AuthChoice(auth="rsa-sig", psk=None, label="Certificate",
+                                          certificates=authenticator))
         return out
 
     def peer_decision(self, peer_ip: str) -> Decision | None:
@@ -166,9 +214,16 @@ class PolicyConfig:
                           for c in _unique_auths(usable) for m in decision.main_mode_methods)
         # The embedded path fakes a NAT (ESP in UDP without raw sockets) and carries whole AH
         # packets itself, so AH stays negotiable there (never through a real NAT, RFC 3947 §5).
+        extra: dict[str, Any] = {}
+        if self.kerberos is not None and any(c.auth == "gssapi" for c in usable):
+            extra["kerberos"] = self.kerberos
+            extra["kerberos_peer"] = self.kerberos_peers.get(peer[0])
+        certificates = next((c.certificates for c in usable if c.auth == "rsa-sig"), None)
+        if certificates is not None:
+            extra["certificates"] = certificates
         return Phase1Config(proposals=proposals, psk=psk,
                             force_encapsulation=self.force_encapsulation,
-                            allow_ah_with_nat=self.force_encapsulation)
+                            allow_ah_with_nat=self.force_encapsulation, **extra)
 
     # -- quick mode -------------------------------------------------------------------------------
 

@@ -13,7 +13,11 @@ describes"), as the ``Lifecycle`` base of ``policyagent.agent.PolicyAgent``:
   in progress makes our traffic to it wait (*negotiating*) rather than race it, and senders of
   recent clear traffic to that peer are told *negotiating* (the seed's ping on the client);
 - main mode expiring (480 minutes) while traffic flows is renegotiated;
-- Delete from the peer removes the pair (542); main mode ends are audited (543).
+- Delete from the peer removes the pair (542); main mode ends are audited (543);
+- authentication failures are audited with their reason: Kerberos (545, the ``GssFailure`` and
+  the advice, on whichever side saw it; a responder's refused message 3 fails none of our own
+  negotiations, a genuine one may follow), the peer's certificate (544), our own missing
+  certificate (547); like any failure after the peer answered, the flow is blocked a minute.
 
 Lifetimes, rekeys and idle deletion are ``policyagent.timers``. No clock is read: every
 deadline is computed from the ``now`` given to the inputs.
@@ -23,11 +27,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ikeproto.config import Phase2Config
+from ikeproto.config import Identity, Phase2Config
 from ikeproto.errors import IkeError
+from ikeproto.pki import dn_text
 from ikeproto.events import (NegotiationFailed, Phase1Deleted, Phase1Established,
                              Phase2Deleted, Phase2Established)
 from policyagent import audit, records
@@ -37,6 +42,7 @@ from policyagent.sad import FlowKey, PairState, SaPair, build_pair
 
 _MM, _QM = 2, 32  # ISAKMP exchange types (RFC 2408 §3.1, RFC 2409 §5): Main Mode, Quick Mode
 _NEVER = float("-inf")
+_NO_LOCAL_CERTIFICATE = "no-local-certificate"  # ikeproto.pki.Failure.NO_LOCAL_CERTIFICATE
 
 
 @dataclass(slots=True, kw_only=True, eq=False)
@@ -198,6 +204,9 @@ class Lifecycle:
                 self._on_phase1_deleted(event, now)
 
     def _on_phase1(self, ev: Phase1Established) -> None:
+        if ev.peer_id.kind == "der-dn" and isinstance(ev.peer_id.value, bytes):
+            # The certificate subject as Windows shows it ("CN=..., O=..."), not DER in hex.
+            ev = replace(ev, peer_id=Identity(kind="der-dn", value=dn_text(ev.peer_id.value)))
         peer = ev.peer[0]
         self.stats.main_modes += 1
         self._auth[peer] = ev.auth
@@ -286,15 +295,22 @@ class Lifecycle:
     def _on_failed(self, ev: NegotiationFailed, now: float) -> None:
         peer = ev.peer[0]
         self.stats.negotiation_failures += 1
-        acquires = ([self._by_request[ev.request_id]] if ev.request_id in self._by_request else
-                    [a for a in self._by_request.values() if a.peer == peer and ev.phase == 1
-                     and ev.request_id is None])
+        if ev.request_id is None and ev.phase == 1 and ev.auth_failure is not None:
+            # As responder we refused a Kerberos message 3: a genuine one may still follow, and
+            # our own negotiations with the peer are not this one.
+            acquires: list[_Acquire] = []
+        else:
+            acquires = ([self._by_request[ev.request_id]] if ev.request_id in self._by_request else
+                        [a for a in self._by_request.values() if a.peer == peer and ev.phase == 1
+                         and ev.request_id is None])
         answered = (not ev.timed_out) or any(self._answered(a) for a in acquires)
         flt = audit.AuditFilter.from_selectors(*acquires[0].key[1:3]) if acquires else None
         offered = "; ".join(str(m) for m in acquires[0].decision.security_methods) if acquires else ""
-        self.audit.record(records.negotiation_failed(ev, host=self.address, filter=flt,
-                                                     answered=answered, auth=self._auth.get(peer),
-                                                     offered=offered))
+        record = self._auth_failure_record(ev)
+        if record is None:
+            record = records.negotiation_failed(ev, host=self.address, filter=flt, answered=answered,
+                                                auth=self._auth.get(peer), offered=offered)
+        self.audit.record(record)
         self.log.info("negotiation_failed", peer=peer, reason=ev.reason, timed_out=ev.timed_out,
                       answered=answered)
         if not acquires and peer in self._responding:
@@ -316,6 +332,33 @@ class Lifecycle:
                 continue
             self._blocked[acquire.key] = now + self.config.block_s
             self._fail_queue(acquire, "blocked", f"IKE negotiation failed: {ev.reason}", now)
+
+    def _auth_failure_record(self, ev: NegotiationFailed) -> audit.AuditEvent | None:
+        """545 for a Kerberos failure, 544 for a certificate the peer sent (or refused), 547 for
+        our own missing certificate; None for every other failure (``records``)."""
+        peer = ev.peer[0]
+        point = "Me" if ev.failure_point == "me" else "Peer"
+        if ev.auth_failure is not None:
+            failure = str(ev.auth_failure)
+            self.log.info("kerberos_failed", peer=peer, failure=failure, failure_point=point,
+                          reason=ev.reason)
+            return audit.KerberosFailed(at=ev.at, host=self.address, peer_address=peer,
+                                        peer_identity=self.ike_config.kerberos_peers.get(peer, ""),
+                                        failure_point=point, failure=failure, reason=ev.reason)
+        cert = ev.certificate_failure
+        if cert is None:
+            return None
+        failure = str(getattr(cert, "value", cert))
+        self.log.info("certificate_failed", peer=peer, failure=failure, failure_point=point,
+                      reason=ev.reason)
+        if failure == _NO_LOCAL_CERTIFICATE:
+            # Not a trust failure: this computer has no certificate the rule can use.
+            return audit.NegotiationFailed(at=ev.at, host=self.address, mode=audit.MAIN_MODE,
+                                           peer_address=peer,
+                                           filter=audit.AuditFilter.hosts(self.address, peer),
+                                           failure_point="Me", reason=ev.reason)
+        return audit.CertificateTrustFailed(at=ev.at, host=self.address, peer_address=peer,
+                                            failure_point=point, failure=failure, reason=ev.reason)
 
     def _on_phase2_deleted(self, ev: Phase2Deleted, now: float) -> None:
         for spi in ev.spis:

@@ -5,7 +5,10 @@ policy agent with its own IKE endpoint and sockets, in this one process, no root
 
 - Part 1 (Using a Built-in IPSec Policy): Secure Server on 01, Client on 02; ping 01 from 02
   shows *Negotiating IP Security.*, then replies; the IP Security Monitor and event 541.
-  Without a KDC a pre-shared key stands in for Kerberos, and the demo says so.
+  By default a pre-shared key stands in for Kerberos (fast, nothing to install), and the demo
+  says so; with ``--kerberos`` (needs the MIT KDC programs and the ``gssapi`` package) it starts
+  a throwaway KDC for RESKIT.COM with host principals and keytabs for both computers, and
+  main mode authenticates with real Kerberos (event 541: "Kerberos based Identity: ...").
 - Part 2 (Building / Testing a Custom IPSec Policy): "Partner" on both (pre-shared key
   ABC123, Medium = AH); ping, monitor, 541.
 - Part 3 (when it does not work): Client/Client protects nothing; a wrong key fails and blocks
@@ -17,19 +20,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
+import shutil
 import socket
 import sys
+import tempfile
 import time
+from pathlib import Path
 
+from ikeproto import krb5
+from ikeproto.krb5 import KerberosCredentials
 from policyagent import audit, builtin, monitor
 from policyagent.agent import AgentConfig
 from policyagent.aio import AgentService, IpSecBlocked, IpSecNegotiating, SkewedClock, start_agent
 from policyagent.commands.ping import format_result
+from policyagent.kdc import KdcError, ThrowawayKdc, missing_programs
 from policyagent.model import (ActionKind, Address, AuthMethod, Filter, FilterAction, FilterList, Policy,
                                Rule, SecurityMethod)
 
 HOSTS = {"127.0.0.1": "HQ-RES-WRK-01", "127.0.0.2": "HQ-RES-WRK-02", "127.0.0.3": "HQ-RES-SRV-03"}
+FQDNS = {"127.0.0.1": "hq-res-wrk-01.reskit.com", "127.0.0.2": "hq-res-wrk-02.reskit.com"}
 ONE, TWO, THREE = "127.0.0.1", "127.0.0.2", "127.0.0.3"
 KERBEROS_STAND_IN = b"demo-kerberos-stand-in"
 
@@ -40,18 +51,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--speed", type=float, default=30.0,
                    help="clock speed-up for the failure cases (default 30: the one-minute block in 2 s)")
     p.add_argument("--interval", type=float, default=0.25, help="seconds between echo requests (default 0.25)")
+    p.add_argument("--kerberos", action="store_true",
+                   help="authenticate Part 1 with real Kerberos against a throwaway KDC for RESKIT.COM "
+                        "(needs apt packages krb5-kdc krb5-admin-server and pip install '.[kerberos]')")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    kdc = None
+    saved = dict(os.environ)
     try:
-        asyncio.run(_demo(args))
-    except OSError as exc:
+        if args.kerberos:
+            usable, why = kerberos_status()
+            if not usable:
+                print(f"policyagent demo: --kerberos: {why}", file=sys.stderr)
+                return 1
+            kdc = _start_kdc()
+        asyncio.run(_demo(args, kdc))
+    except (OSError, KdcError) as exc:
         print(f"policyagent demo: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if kdc is not None:
+            kdc.stop()
+            shutil.rmtree(kdc.directory, ignore_errors=True)
+            os.environ.clear()
+            os.environ.update(saved)
     print(f"\nThe walkthrough took {time.monotonic() - started:.1f} s.")
     return 0
+
+
+def _start_kdc() -> ThrowawayKdc:
+    """A throwaway KDC for RESKIT.COM with host principals and keytabs for 01 and 02, and this
+    process pointed at it (before the first Kerberos call: libkrb5 reads the environment)."""
+    kdc = ThrowawayKdc(Path(tempfile.mkdtemp(prefix="policyagent-kdc-")), hosts=tuple(FQDNS.values()))
+    try:
+        kdc.start()
+    except BaseException:
+        shutil.rmtree(kdc.directory, ignore_errors=True)
+        raise
+    os.environ.update(kdc.environ())
+    return kdc
 
 
 # --- helpers -----------------------------------------------------------------------------------------
@@ -97,21 +138,18 @@ def partner_policy(peer: str, key: str, method: SecurityMethod) -> Policy:
 
 
 def kerberos_status() -> tuple[bool, str]:
-    """Whether the built-in policies can use real Kerberos here, and why not."""
-    from ikeproto.config import Phase1Config
-
-    fields = getattr(Phase1Config, "__dataclass_fields__", {})
-    if not any("gss" in name or "kerberos" in name for name in fields):
-        return False, "this IKE build has no GSS-API (Kerberos) credentials to give main mode yet"
-    try:
-        import gssapi  # noqa: F401
-    except ImportError:
-        return False, "the gssapi package is not installed (pip install '.[kerberos]')"
-    import os
-
-    if not os.environ.get("KRB5_CONFIG") and not os.path.exists("/etc/krb5.conf"):
-        return False, "no Kerberos realm is configured (no KDC)"
-    return False, "a KDC may be configured, but the demo's two loopback hosts have no principals in it"
+    """Whether ``--kerberos`` can run here (the MIT KDC programs and the gssapi package), and
+    what is missing when it cannot."""
+    missing = []
+    programs = missing_programs()
+    if programs:
+        missing.append(f"the MIT KDC programs ({', '.join(sorted(programs))}: apt-get install "
+                       f"{' '.join(sorted(set(programs.values())))})")
+    if not krb5.is_available():
+        missing.append("the gssapi package (pip install '.[kerberos]')")
+    if missing:
+        return False, "real Kerberos needs " + " and ".join(missing)
+    return True, "the KDC programs and the gssapi package are installed"
 
 
 def _ah_supported() -> bool:
@@ -122,15 +160,23 @@ def _ah_supported() -> bool:
 
 
 class _Demo:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, kdc: ThrowawayKdc | None = None) -> None:
         self.args = args
+        self.kdc = kdc
         self.ports = _free_ports()
         self.services: list[AgentService] = []
+
+    def credentials(self, address: str) -> KerberosCredentials | None:
+        """The computer's ``host/<fqdn>@RESKIT.COM`` keytab when the demo runs its own KDC."""
+        if self.kdc is None or address not in FQDNS:
+            return None
+        fqdn = FQDNS[address]
+        return KerberosCredentials(keytab=self.kdc.keytab(fqdn), principal=self.kdc.principal(fqdn))
 
     async def host(self, address: str, policy: Policy | None, *, clock: SkewedClock | None = None,
                    ike: bool = True) -> AgentService:
         config = AgentConfig(ike_port=self.ports[0], natt_port=self.ports[1], force_encapsulation=True,
-                             kerberos_psk=KERBEROS_STAND_IN)
+                             kerberos_psk=KERBEROS_STAND_IN, kerberos=self.credentials(address))
         service = await start_agent(policy=policy, address=address, config=config, clock=clock, ike=ike)
         self.services.append(service)
         label = f"'{policy.name}'" if policy else "no IPsec policy" if ike else "no IPsec at all (does not speak IKE)"
@@ -175,18 +221,25 @@ async def _settle(seconds: float = 0.3) -> None:
 # --- the walkthrough ---------------------------------------------------------------------------------
 
 
-async def _demo(args: argparse.Namespace) -> None:
-    demo = _Demo(args)
+async def _demo(args: argparse.Namespace, kdc: ThrowawayKdc | None = None) -> None:
+    demo = _Demo(args, kdc)
     ike_port, natt_port = demo.ports
     _say("Step-by-Step Guide to Internet Protocol Security (IPSec) -- replayed on this machine")
     _say("=" * 84)
     _say(f"HQ-RES-WRK-01 is {ONE} and HQ-RES-WRK-02 is {TWO}: two policy agents in this process,")
     _say(f"each with its own IKE endpoint (UDP {ike_port}) and secured data path (ESP in UDP on {natt_port},")
     _say("RFC 3948, so no root is needed). Pings go through the agents, as ICMP echo in IP packets.")
-    _, why = kerberos_status()
-    _say(f"No Kerberos KDC is available: {why}.")
-    _say("The built-in policies authenticate with Kerberos, so this demo substitutes a pre-shared")
-    _say("key for Kerberos on both hosts.")
+    if kdc is not None:
+        _say(f"Kerberos: a throwaway KDC for realm {kdc.realm} runs on 127.0.0.1:{kdc.port}; each computer")
+        _say(f"has its host principal ({kdc.principal(FQDNS[ONE])}, ...) in its own keytab, and the")
+        _say("built-in policies authenticate main mode with real Kerberos (GSS-API).")
+    else:
+        usable, why = kerberos_status()
+        hint = ("run 'policyagent demo --kerberos' for a throwaway KDC" if usable
+                else f"{why}, then run 'policyagent demo --kerberos'")
+        _say(f"Kerberos: no KDC is used by default ({hint}).")
+        _say("The built-in policies authenticate with Kerberos, so this demo substitutes a pre-shared")
+        _say("key for Kerberos on both hosts.")
     try:
         await _part1(demo)
         await _part2(demo)

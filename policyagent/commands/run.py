@@ -8,9 +8,14 @@ is installed (``--loop``). Like the Windows policy agent it notices a new assign
 is checked every ``--poll`` seconds (and on SIGHUP), and the assigned policy, or its file,
 changing is applied at once. SIGINT/SIGTERM stop it.
 
-Kerberos: without a KDC the built-in policies' Kerberos rules cannot authenticate; with
-``--kerberos-psk KEY`` (same on both hosts) a pre-shared key stands in for Kerberos, and the
-service says so.
+Kerberos: ``--kerberos-keytab FILE --kerberos-principal host/<fqdn>@REALM`` authenticate the
+policies' Kerberos rules with real Kerberos (GSS-API; ``KRB5_CONFIG`` names the realm's KDC);
+``--kerberos-peer ADDRESS=PRINCIPAL`` (repeatable) says which principal a peer must be. Without
+credentials the Kerberos rules cannot authenticate; with ``--kerberos-psk KEY`` (same on both
+hosts) a pre-shared key stands in for Kerberos, and the service says so.
+
+Certificates: ``--certs DIR`` is the machine certificate store (``policyagent cert``), read each
+time a policy is applied; certificates are validated against the system clock.
 """
 
 from __future__ import annotations
@@ -41,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", metavar="NAME", help="run this policy instead of the store's assigned one")
     p.add_argument("--kerberos-psk", metavar="KEY", default=os.environ.get("POLICYAGENT_KERBEROS_PSK"),
                    help="pre-shared key that stands in for Kerberos (no KDC); also $POLICYAGENT_KERBEROS_PSK")
+    p.add_argument("--kerberos-keytab", metavar="FILE", help="keytab with this computer's host principal")
+    p.add_argument("--kerberos-principal", metavar="PRINCIPAL",
+                   help="this computer's Kerberos principal, host/<fqdn>@REALM")
+    p.add_argument("--kerberos-peer", metavar="ADDRESS=PRINCIPAL", action="append", default=[],
+                   help="the principal the peer at ADDRESS must authenticate as (repeatable)")
+    p.add_argument("--certs", metavar="DIR", help="machine certificate store (see 'policyagent cert')")
     p.add_argument("--audit", metavar="FILE", help="audit log (default STORE/audit.jsonl)")
     p.add_argument("--trace", action="store_true", help="write the IKE debug trace to STORE/oakley.log")
     p.add_argument("--trace-file", metavar="FILE", help="write the IKE debug trace here")
@@ -80,18 +91,41 @@ def run(args: argparse.Namespace) -> int:
               "use e.g. --ike-port 15000 --natt-port 15001 (the same on every host)", file=sys.stderr)
         return 1
     psk = args.kerberos_psk.encode() if args.kerberos_psk else None
-    if _uses_kerberos(policy):
+    if bool(args.kerberos_keytab) != bool(args.kerberos_principal):
+        print("policyagent run: --kerberos-keytab and --kerberos-principal go together", file=sys.stderr)
+        return 1
+    peers = {}
+    for item in args.kerberos_peer:
+        address, eq, principal = item.partition("=")
+        if not eq or not address or "/" not in principal:
+            print(f"policyagent run: --kerberos-peer {item!r}: give ADDRESS=host/<fqdn>@REALM", file=sys.stderr)
+            return 1
+        peers[address.strip()] = principal.strip()
+    if args.kerberos_principal and "/" not in args.kerberos_principal:
+        print(f"policyagent run: --kerberos-principal {args.kerberos_principal!r}: give host/<fqdn>@REALM",
+              file=sys.stderr)
+        return 1
+    if args.kerberos_keytab:
+        if not os.access(args.kerberos_keytab, os.R_OK):
+            print(f"policyagent run: warning: keytab {args.kerberos_keytab} is not readable; Kerberos "
+                  "negotiations will fail (audit 545)", file=sys.stderr)
+        if _uses_kerberos(policy):
+            print(f"policyagent run: Kerberos authentication as {args.kerberos_principal}", file=sys.stderr)
+    elif _uses_kerberos(policy):
         if psk is not None:
             print("policyagent run: no Kerberos KDC: a pre-shared key stands in for Kerberos authentication",
                   file=sys.stderr)
         else:
-            print("policyagent run: warning: the policy authenticates with Kerberos and no KDC is available; "
-                  "its rules cannot negotiate (give --kerberos-psk KEY on both hosts)", file=sys.stderr)
+            print("policyagent run: warning: the policy authenticates with Kerberos and no Kerberos credentials "
+                  "are given; its rules cannot negotiate (give --kerberos-keytab FILE --kerberos-principal "
+                  "host/<fqdn>@REALM, or without a KDC --kerberos-psk KEY on both hosts)", file=sys.stderr)
     root = store.root
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     options = {
         "config": AgentConfig(ike_port=args.ike_port, natt_port=args.natt_port, force_encapsulation=True,
-                              kerberos_psk=psk),
+                              kerberos_psk=psk, kerberos_keytab=args.kerberos_keytab,
+                              kerberos_principal=args.kerberos_principal, kerberos_peers=peers,
+                              cert_store=args.certs),
         "audit": Path(args.audit) if args.audit else root / "audit.jsonl",
         "trace": Path(args.trace_file) if args.trace_file else (root / "oakley.log" if args.trace else None),
         "control": Path(args.control) if args.control else root / SOCKET_NAME,
