@@ -11,7 +11,8 @@ ICV, trailer, then the window update) and every state change are those of the ge
 fragments, a length over 65535, an explicit IV, a bad trailer) goes to the general path, which
 handles it or raises the precise error.
 
-Per packet the cost is the number of Python operations, so each step is as short as it can be:
+Per packet the cost is the number of Python operations, so each step is as short as it can be
+(protocol numbers are literals in the hot paths: a module constant costs a lookup each time):
 
 - one ``struct`` call reads the IPv4 header (and SPI and sequence number) and one writes the
   new header with the ESP header and IV (IV = the sequence number, unique per key as RFC 4106
@@ -21,7 +22,9 @@ Per packet the cost is the number of Python operations, so each step is as short
   4-byte alignment of RFC 4303 §2.4, Pad Length, Next Header;
 - the IPv4 checksum is updated incrementally (RFC 1624 eqn. 3) with the constant words summed
   ahead, and the end-around-carry fold of a positive sum s written as (s - 1) % 0xFFFF + 1;
-- the counters are compared with the marks ``espcore.sa`` sets (one comparison per limit).
+- the counters are compared with the marks ``espcore.sa`` sets (one comparison per limit);
+- the replay window: a packet one past the top of a full window only moves the top (the
+  bitmap of a full window stays all ones), any other goes through the general update.
 
 It does not own the general paths, the ciphers' construction, the replay window's rules
 (``espcore.replay``; the common in-window case is inlined) or lifetimes (``espcore.lifetime``).
@@ -36,7 +39,7 @@ from cryptography.exceptions import InvalidTag
 
 from espcore.errors import DummyPacket, IntegrityError, UnknownSpiError
 from espcore.esp import PADDING
-from espcore.ip import IPPROTO_ESP, IPPROTO_IPIP, IPPROTO_NONE, check_inner
+from espcore.ip import IPPROTO_ESP, IPPROTO_IPIP, check_inner
 from espcore.replay import ReplayWindow
 
 Buffer = bytes | bytearray | memoryview
@@ -140,16 +143,19 @@ class AeadPayloadPaths:
             pad = plaintext[-2]
             n = end - 34 - pad  # less header, IV, ICV, Pad Length, Next Header and padding
             # RFC 4303 §2.4: the padding is 1, 2, 3...; the general path raises the precise error.
-            if not pad or (n >= 0 and plaintext[n:-1] == PADDING[pad]):
+            # (With n < 0, Pad Length too big, the slice cannot be pad + 1 bytes long.)
+            if not pad or plaintext[n:-1] == PADDING[pad]:
                 next_header = plaintext[-1]
                 payload = plaintext[:n]
                 # RFC 4303 §3.4.3: the window moves only now that the ICV verified.
-                if seq > top and seq - top < replay.size:
+                if seq - top == 1 and replay.bitmap == replay.mask:
+                    replay.top = seq  # the next in order, all seen: the bitmap stays full
+                elif seq > top and seq - top < replay.size:
                     replay.bitmap = ((replay.bitmap << (seq - top)) | 1) & replay.mask
                     replay.top = seq
                 else:
                     replay.accept(seq)
-                if next_header == IPPROTO_NONE:
+                if next_header == 59:  # IPPROTO_NONE
                     raise DummyPacket(spi, seq)  # RFC 4303 §2.6: authentic, then dropped
                 packets = self.packets_unprotected + 1
                 self.packets_unprotected = packets
@@ -181,7 +187,7 @@ class AeadTransportPaths(AeadPayloadPaths):
                 r = total & 3
                 try:
                     head = _pack_v4_esp(0x45, tos, total + _GROW_TRANSPORT[r], ident_frag, ttl,
-                                        IPPROTO_ESP, 0xFFFE - (_SUM_OUT[r] - csum - proto) % 0xFFFF,
+                                        50, 0xFFFE - (_SUM_OUT[r] - csum - proto) % 0xFFFF,
                                         addresses, self.spi, seq, seq)
                 except struct.error:  # over 65535 bytes: the general path's UsageError
                     return super().protect(packet, iv=iv)  # type: ignore[misc]
@@ -210,7 +216,7 @@ class AeadTransportPaths(AeadPayloadPaths):
         except struct.error:
             vihl = 0
         # RFC 4303 §3.4.1: fragments are reassembled before IPsec (the general path refuses).
-        if (vihl == 0x45 and proto == IPPROTO_ESP and 20 + _MIN_ESP <= total <= len(packet)
+        if (vihl == 0x45 and proto == 50 and 56 <= total <= len(packet)
                 and not ident_frag & 0x3FFF):
             if spi != self.spi:
                 raise UnknownSpiError(spi)
@@ -225,17 +231,19 @@ class AeadTransportPaths(AeadPayloadPaths):
                 raise IntegrityError(spi, seq) from None
             pad = plaintext[-2]
             n = total - 54 - pad
-            if not pad or (n >= 0 and plaintext[n:-1] == PADDING[pad]):
+            if not pad or plaintext[n:-1] == PADDING[pad]:
                 next_header = plaintext[-1]
                 out = _pack_v4(0x45, tos, 20 + n, ident_frag, ttl, next_header,
                                0xFFFE - (_SUM_IN - csum - total + n + next_header) % 0xFFFF,
                                addresses) + plaintext[:n]
-                if seq > top and seq - top < replay.size:
+                if seq - top == 1 and replay.bitmap == replay.mask:
+                    replay.top = seq  # the next in order, all seen: the bitmap stays full
+                elif seq > top and seq - top < replay.size:
                     replay.bitmap = ((replay.bitmap << (seq - top)) | 1) & replay.mask
                     replay.top = seq
                 else:
                     replay.accept(seq)
-                if next_header == IPPROTO_NONE:
+                if next_header == 59:  # IPPROTO_NONE
                     raise DummyPacket(spi, seq)
                 n += 20
                 packets = self.packets_unprotected + 1
@@ -275,7 +283,7 @@ class AeadTunnelPaths(AeadPayloadPaths):
                 ident, df = seq & 0xFFFF, ident_frag & 0x4000
                 try:
                     head = _pack_outer_esp(
-                        0x45, tos, length, ident, df, self._outer_ttl, IPPROTO_ESP,
+                        0x45, tos, length, ident, df, self._outer_ttl, 50,
                         0xFFFE - (self._outer_sum + tos + length + ident + df) % 0xFFFF,
                         self._outer, self.spi, seq, seq)
                 except struct.error:  # over 65535 bytes: the general path's UsageError
@@ -305,7 +313,7 @@ class AeadTunnelPaths(AeadPayloadPaths):
                 _unpack_v4_esp(packet)
         except struct.error:
             vihl = 0
-        if (vihl == 0x45 and proto == IPPROTO_ESP and 20 + _MIN_ESP <= total <= len(packet)
+        if (vihl == 0x45 and proto == 50 and 56 <= total <= len(packet)
                 and not ident_frag & 0x3FFF):
             if spi != self.spi:
                 raise UnknownSpiError(spi)
@@ -320,20 +328,22 @@ class AeadTunnelPaths(AeadPayloadPaths):
                 raise IntegrityError(spi, seq) from None
             pad = plaintext[-2]
             n = total - 54 - pad
-            if not pad or (n >= 0 and plaintext[n:-1] == PADDING[pad]):
+            if not pad or plaintext[n:-1] == PADDING[pad]:
                 next_header = plaintext[-1]
                 out = plaintext[:n]
                 # The inner packet must be what Next Header says, with its length (RFC 4301
                 # §5.2); the plain IPv4 case is checked here, the others by ``check_inner``.
-                if not (next_header == IPPROTO_IPIP and n >= 20 and out[0] == 0x45
-                        and (out[2] << 8 | out[3]) == n) and next_header != IPPROTO_NONE:
+                if not (next_header == 4 and n >= 20 and out[0] == 0x45
+                        and (out[2] << 8 | out[3]) == n) and next_header != 59:
                     check_inner(out, next_header)
-                if seq > top and seq - top < replay.size:
+                if seq - top == 1 and replay.bitmap == replay.mask:
+                    replay.top = seq  # the next in order, all seen: the bitmap stays full
+                elif seq > top and seq - top < replay.size:
                     replay.bitmap = ((replay.bitmap << (seq - top)) | 1) & replay.mask
                     replay.top = seq
                 else:
                     replay.accept(seq)
-                if next_header == IPPROTO_NONE:
+                if next_header == 59:  # IPPROTO_NONE
                     raise DummyPacket(spi, seq)
                 packets = self.packets_unprotected + 1
                 self.packets_unprotected = packets

@@ -22,11 +22,10 @@ from collections.abc import Callable, Iterable
 
 from cryptography.exceptions import InvalidTag
 
-from espcore.aead_paths import _GROW_TRANSPORT, _GROW_TUNNEL, _MIN_ESP, _SUM_IN, _SUM_OUT
+from espcore.aead_paths import _GROW_TRANSPORT, _GROW_TUNNEL, _SUM_IN, _SUM_OUT
 from espcore.aead_paths import _TUNNEL_TRAILERS, TRAILERS_4
 from espcore.errors import EspError, IntegrityError
 from espcore.esp import PADDING
-from espcore.ip import IPPROTO_ESP, IPPROTO_IPIP, IPPROTO_NONE
 from espcore.replay import ReplayWindow
 
 _V4 = struct.Struct("!BBHIBBH8s")
@@ -125,7 +124,7 @@ class AeadBatchPaths:
                             ident, df = seq & 0xFFFF, ident_frag & 0x4000
                             if length <= 0xFFFF:
                                 head = pack_outer(
-                                    0x45, tos, length, ident, df, outer_ttl, IPPROTO_ESP,
+                                    0x45, tos, length, ident, df, outer_ttl, 50,
                                     0xFFFE - (outer_sum + tos + length + ident + df) % 0xFFFF,
                                     outer, spi, seq, seq)
                                 append(head + encrypt(
@@ -137,7 +136,7 @@ class AeadBatchPaths:
                                 continue
                         elif not ident_frag & 0x3FFF and total + _GROW_TRANSPORT[r] <= 0xFFFF:
                             head = pack(0x45, tos, total + _GROW_TRANSPORT[r], ident_frag, ttl,
-                                        IPPROTO_ESP, 0xFFFE - (_SUM_OUT[r] - csum - proto) % 0xFFFF,
+                                        50, 0xFFFE - (_SUM_OUT[r] - csum - proto) % 0xFFFF,
                                         addresses, spi, seq, seq)
                             append(head + encrypt(
                                 salt + head[28:], packet[20:total] + TRAILERS_4[(proto << 2) | r],
@@ -182,9 +181,9 @@ class AeadBatchPaths:
                     vihl = 0
                 # In-order packets of this SA that reach no packet mark; the rest (replays and
                 # the window's edge included) one by one.
-                if (vihl == 0x45 and proto == IPPROTO_ESP and got == spi and seq > top
+                if (vihl == 0x45 and proto == 50 and got == spi and seq > top
                         and seq - top < size and count + 1 < packets_mark
-                        and 20 + _MIN_ESP <= total <= len(packet) and not ident_frag & 0x3FFF):
+                        and 56 <= total <= len(packet) and not ident_frag & 0x3FFF):
                     try:
                         plaintext = decrypt(salt + packet[28:36], packet[36:total], packet[20:28])
                     except InvalidTag:
@@ -192,20 +191,21 @@ class AeadBatchPaths:
                         continue
                     pad = plaintext[-2]
                     n = len(plaintext) - 2 - pad
-                    if not pad or (n >= 0 and plaintext[n:-1] == PADDING[pad]):
+                    if not pad or plaintext[n:-1] == PADDING[pad]:
                         next_header = plaintext[-1]
                         if is_tunnel:
                             out = plaintext[:n]
-                            good = (next_header == IPPROTO_IPIP and n >= 20 and out[0] == 0x45
+                            good = (next_header == 4 and n >= 20 and out[0] == 0x45
                                     and (out[2] << 8 | out[3]) == n)
                         else:
                             out = pack(0x45, tos, 20 + n, ident_frag, ttl, next_header,
                                        0xFFFE - (_SUM_IN - csum - total + n + next_header)
                                        % 0xFFFF, addresses) + plaintext[:n]
-                            good = next_header != IPPROTO_NONE
+                            good = next_header != 59  # IPPROTO_NONE: one by one
                             n += 20
                         if good and received + n < bytes_mark:
-                            bitmap = ((bitmap << (seq - top)) | 1) & mask
+                            if seq - top != 1 or bitmap != mask:  # else the bitmap stays full
+                                bitmap = ((bitmap << (seq - top)) | 1) & mask
                             top = seq
                             received += n
                             count += 1
