@@ -3,26 +3,43 @@
 For 64, 512, 1400 and 8192-byte IPv4 packets and four suites (AES-GCM-128, AES-CBC-128 with
 HMAC-SHA1-96, ChaCha20-Poly1305, 3DES with HMAC-SHA1-96) it measures in one run:
 
-- ``bare enc+dec``: the cipher and MAC calls an ESP implementation cannot avoid, on a payload
-  of the same size (AEAD encrypt + decrypt; or CBC encrypt + HMAC, HMAC + CBC decrypt, with a
-  fresh cipher context per packet as the straightforward API use). This is the ceiling.
+- ``bare enc+dec``: the cryptography calls an ESP implementation cannot avoid, on a payload of
+  the same size, used as cheaply as the API allows. AEAD: a nonce (salt || sequence number)
+  and an AAD (SPI || sequence number) packed per packet, since GCM and ChaCha20-Poly1305 must
+  never reuse a nonce and the AAD carries the sequence number (RFC 4106 §3.1, §5); then one
+  encrypt and one decrypt. CBC: cipher contexts kept per SA, a random block encrypted as the IV
+  (RFC 3602 §2.4), the payload encrypted, HMAC over SPI, sequence number, IV and ciphertext
+  (a copy of a keyed template), and the same backwards with ``hmac.compare_digest``. This is
+  the ceiling.
+- ``bare, fixed nonce`` (AEAD only, for reference): the same encrypt and decrypt with one nonce
+  and AAD for every packet, which no ESP sender may do.
 - ``protect+unprotect``: one ``SecurityAssociation.protect`` and one ``unprotect`` (transport
   mode by default, ``--mode tunnel`` for tunnel mode), replay window and counters included.
 - ``protect`` and ``unprotect`` alone (the receiver cycles through pre-protected packets with
   its replay window off, so packets can be reused).
+- ``payload p+u``: ``protect_payload`` + ``unprotect_payload`` (UDP encapsulation's path).
 - ``batch x64``: ``protect_many`` + ``unprotect_many`` on 64 packets, reported per packet.
 - ``scapy enc+dec``: scapy's ``SecurityAssociation.encrypt`` + ``decrypt``, when installed.
 
 Ratios are to the ceiling of the same case; a summary (not printed with ``--json``) gives the
 two targets at 1400 bytes with AES-GCM-128: protect+unprotect within 2x of the ceiling (ratio
 0.5 or more) and at least 200x scapy's rate.
+
+``--calls N`` runs every measured function exactly N times instead of timing it (with
+``--suites``, ``--sizes`` and ``--rows`` to pick one row): run it twice under
+``valgrind --tool=callgrind`` with two values of N and divide the difference in instructions by
+the difference in N for an instruction count per operation that the machine's load cannot
+disturb.
 """
 
 from __future__ import annotations
 
+import hmac as std_hmac
+import itertools
 import os
 import struct
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -59,30 +76,62 @@ def ipv4_udp(size: int) -> bytes:
     return bytes(header) + struct.pack("!HHHH", 5000, 5001, size - 20, 0) + payload
 
 
+_NONCE = struct.Struct("!4sQ")  # salt || 64-bit IV (RFC 4106 §4)
+_AAD = struct.Struct("!II")  # SPI || sequence number (RFC 4106 §5)
+
+
 def bare(suite: str, size: int, key: bytes, auth_key: bytes):
     """The unavoidable crypto calls for one packet each way, on an ESP-sized payload."""
     if suite in ("aes-gcm-128", "chacha20-poly1305"):
         aead = AESGCM(key[:16]) if suite == "aes-gcm-128" else ChaCha20Poly1305(key[:32])
-        plaintext, nonce, aad = os.urandom(size - 20 + 4), os.urandom(12), os.urandom(8)
+        salt = key[-4:]
+        plaintext = os.urandom(size - 20 + 2 + (2 - size) % 4)  # payload, padding, trailer
+        encrypt, decrypt = aead.encrypt, aead.decrypt
+        pack_nonce, pack_aad, numbers = _NONCE.pack, _AAD.pack, itertools.count(1)
 
         def round_trip() -> None:
-            aead.decrypt(nonce, aead.encrypt(nonce, plaintext, aad), aad)
+            seq = next(numbers)
+            nonce, aad = pack_nonce(salt, seq), pack_aad(0x1000, seq)
+            decrypt(nonce, encrypt(nonce, plaintext, aad), aad)
         return round_trip
     block = 16 if suite.startswith("aes") else 8
     algorithm = algorithms.AES(key) if block == 16 else TripleDES(key)
     plaintext = os.urandom((size - 20 + 2 + block - 1) // block * block)
-    iv, header = os.urandom(block), os.urandom(8)
+    header = os.urandom(8)
+    zero = modes.CBC(bytes(block))
+    encryptor = Cipher(algorithm, zero).encryptor()
+    decryptor = Cipher(algorithm, zero).decryptor()
+    template = hmac.HMAC(auth_key, hashes.SHA1())
 
     def round_trip_cbc() -> None:
-        ct = Cipher(algorithm, modes.CBC(iv)).encryptor().update(plaintext)
-        mac = hmac.HMAC(auth_key, hashes.SHA1())
-        mac.update(header + iv + ct)
+        iv = encryptor.update(os.urandom(block))
+        ct = encryptor.update(plaintext)
+        mac = template.copy()
+        mac.update(header)
+        mac.update(iv)
+        mac.update(ct)
         icv = mac.finalize()[:12]
-        check = hmac.HMAC(auth_key, hashes.SHA1())
-        check.update(header + iv + ct)
-        assert check.finalize()[:12] == icv
-        Cipher(algorithm, modes.CBC(iv)).decryptor().update(ct)
+        check = template.copy()
+        check.update(header)
+        check.update(iv)
+        check.update(ct)
+        if not std_hmac.compare_digest(check.finalize()[:12], icv):
+            raise AssertionError("MAC mismatch")
+        decryptor.update(iv)
+        decryptor.update(ct)
     return round_trip_cbc
+
+
+def bare_fixed(suite: str, size: int, key: bytes):
+    """AEAD encrypt + decrypt with one nonce and AAD for every packet (reference only)."""
+    aead = AESGCM(key[:16]) if suite == "aes-gcm-128" else ChaCha20Poly1305(key[:32])
+    plaintext = os.urandom(size - 20 + 2 + (2 - size) % 4)
+    nonce, aad = os.urandom(12), os.urandom(8)
+    encrypt, decrypt = aead.encrypt, aead.decrypt
+
+    def round_trip() -> None:
+        decrypt(nonce, encrypt(nonce, plaintext, aad), aad)
+    return round_trip
 
 
 def main() -> None:
@@ -90,17 +139,37 @@ def main() -> None:
     p.add_argument("--mode", choices=["transport", "tunnel"], default="transport")
     p.add_argument("--suites", nargs="*", choices=sorted(SUITES), default=sorted(SUITES),
                    help="measure only these suites")
+    p.add_argument("--sizes", nargs="*", type=int, default=None, help="packet sizes")
+    p.add_argument("--rows", nargs="*", default=None,
+                   help="measure only these rows (e.g. 'bare enc+dec' 'protect+unprotect')")
+    p.add_argument("--calls", type=int, default=0,
+                   help="call each function exactly this many times (for callgrind)")
+    p.add_argument("--no-scapy", action="store_true", help="skip scapy")
     args = p.parse_args()
-    sizes = (64,) if args.smoke else SIZES
+    sizes = args.sizes or ((64,) if args.smoke else SIZES)
     seconds = args.seconds
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from scapy.layers.inet import IP
-            from scapy.layers.ipsec import ESP
-            from scapy.layers.ipsec import SecurityAssociation as ScapySA
-    except ImportError:
-        ScapySA = None
+
+    def run(fn) -> tuple[int, float]:
+        if not args.calls:
+            return measure(fn, seconds=seconds)
+        t0 = time.perf_counter()
+        for _ in range(args.calls):
+            fn()
+        return args.calls, time.perf_counter() - t0
+
+    def wanted(what: str) -> bool:
+        return args.rows is None or what in args.rows
+
+    ScapySA = None
+    if not args.no_scapy and wanted("scapy enc+dec"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from scapy.layers.inet import IP
+                from scapy.layers.ipsec import ESP
+                from scapy.layers.ipsec import SecurityAssociation as ScapySA
+        except ImportError:
+            ScapySA = None
     rows: list[Row] = []
     for name, suite in SUITES.items():
         if name not in args.suites:
@@ -111,32 +180,47 @@ def main() -> None:
             params.update(integrity=suite["integrity"], integrity_key=auth_key)
         if args.mode == "tunnel":
             params.update(tunnel_source="192.0.2.1", tunnel_destination="192.0.2.2")
+        is_aead = suite["integrity"] is None
         for size in sizes:
             case = f"{name} {size}B"
             packet = ipv4_udp(size)
             sender, receiver = SecurityAssociation(**params), SecurityAssociation(**params)
-            rows.append(Row(case, "bare enc+dec", *measure(bare(name, size, key, auth_key),
-                                                            seconds=seconds), size=size))
-            rows.append(Row(case, "protect+unprotect", *measure(
-                lambda: receiver.unprotect(sender.protect(packet)), seconds=seconds),
-                size=size, ceiling="bare enc+dec"))
-            rows.append(Row(case, "protect", *measure(lambda: sender.protect(packet),
-                                                      seconds=seconds), size=size,
-                            ceiling="bare enc+dec"))
-            cycle = [sender.protect(packet) for _ in range(256)]
-            lenient = SecurityAssociation(**dict(params, replay_window=0))
-            index = [0]
+            if wanted("bare enc+dec"):
+                rows.append(Row(case, "bare enc+dec", *run(bare(name, size, key, auth_key)),
+                                size=size))
+            if is_aead and wanted("bare, fixed nonce"):
+                rows.append(Row(case, "bare, fixed nonce", *run(bare_fixed(name, size, key)),
+                                size=size, ceiling="bare enc+dec"))
+            if wanted("protect+unprotect"):
+                protect, unprotect = sender.protect, receiver.unprotect
+                rows.append(Row(case, "protect+unprotect", *run(
+                    lambda: unprotect(protect(packet))), size=size, ceiling="bare enc+dec"))
+            if wanted("protect"):
+                rows.append(Row(case, "protect", *run(lambda: sender.protect(packet)),
+                                size=size, ceiling="bare enc+dec"))
+            if wanted("unprotect"):
+                cycle = [sender.protect(packet) for _ in range(256)]
+                lenient = SecurityAssociation(**dict(params, replay_window=0))
+                index = [0]
 
-            def unprotect_one() -> None:
-                index[0] = (index[0] + 1) & 255
-                lenient.unprotect(cycle[index[0]])
-            rows.append(Row(case, "unprotect", *measure(unprotect_one, seconds=seconds),
-                            size=size, ceiling="bare enc+dec"))
-            batch = [packet] * 64
-            ops, elapsed = measure(lambda: receiver.unprotect_many(sender.protect_many(batch)),
-                                   seconds=seconds)
-            rows.append(Row(case, "batch x64", ops * 64, elapsed, size=size,
-                            ceiling="bare enc+dec"))
+                def unprotect_one() -> None:
+                    index[0] = (index[0] + 1) & 255
+                    lenient.unprotect(cycle[index[0]])
+                rows.append(Row(case, "unprotect", *run(unprotect_one), size=size,
+                                ceiling="bare enc+dec"))
+            if wanted("payload p+u"):
+                inner = packet if args.mode == "tunnel" else packet[20:]
+                next_header = 4 if args.mode == "tunnel" else 17
+                protect_payload = sender.protect_payload
+                unprotect_payload = receiver.unprotect_payload
+                rows.append(Row(case, "payload p+u", *run(
+                    lambda: unprotect_payload(protect_payload(inner, next_header))),
+                    size=size, ceiling="bare enc+dec"))
+            if wanted("batch x64"):
+                batch = [packet] * 64
+                ops, elapsed = run(lambda: receiver.unprotect_many(sender.protect_many(batch)))
+                rows.append(Row(case, "batch x64", ops * 64, elapsed, size=size,
+                                ceiling="bare enc+dec"))
             if ScapySA is not None:
                 algo, auth = suite["scapy"]
                 with warnings.catch_warnings():
@@ -149,9 +233,12 @@ def main() -> None:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         theirs.decrypt(theirs.encrypt(scapy_packet))
-                rows.append(Row(case, "scapy enc+dec", *measure(scapy_round_trip,
-                                                                 seconds=seconds / 4),
-                                size=size, ceiling="bare enc+dec"))
+                if args.calls:
+                    ops, elapsed = run(scapy_round_trip)
+                else:
+                    ops, elapsed = measure(scapy_round_trip, seconds=seconds / 4)
+                rows.append(Row(case, "scapy enc+dec", ops, elapsed, size=size,
+                                ceiling="bare enc+dec"))
     print(report(rows, as_json=args.json))
     if not args.json:
         summary(rows)
@@ -160,15 +247,23 @@ def main() -> None:
 def summary(rows: list[Row]) -> None:
     index = {(r.case, r.what): r for r in rows}
     for case in sorted({r.case for r in rows}):
-        ours, ceiling = index.get((case, "protect+unprotect")), index.get((case, "bare enc+dec"))
-        scapy, batch = index.get((case, "scapy enc+dec")), index.get((case, "batch x64"))
-        if not (ours and ceiling):
+        ceiling = index.get((case, "bare enc+dec"))
+        if ceiling is None:
             continue
-        line = (f"{case}: ours/ceiling {ours.per_s / ceiling.per_s:.2f} "
-                f"(batch {batch.per_s / ceiling.per_s:.2f})")
-        if scapy:
-            line += f", ours/scapy {ours.per_s / scapy.per_s:.0f}x"
-        print(line)
+        parts = []
+        for what, label in (("protect+unprotect", "ours"), ("batch x64", "batch"),
+                            ("payload p+u", "payload")):
+            row = index.get((case, what))
+            if row is not None:
+                parts.append(f"{label}/ceiling {row.per_s / ceiling.per_s:.2f}")
+        fixed = index.get((case, "bare, fixed nonce"))
+        ours, scapy = index.get((case, "protect+unprotect")), index.get((case, "scapy enc+dec"))
+        if fixed is not None and ours is not None:
+            parts.append(f"ours/fixed-nonce {ours.per_s / fixed.per_s:.2f}")
+        if scapy is not None and ours is not None:
+            parts.append(f"ours/scapy {ours.per_s / scapy.per_s:.0f}x")
+        if parts:
+            print(f"{case}: " + ", ".join(parts))
 
 
 if __name__ == "__main__":

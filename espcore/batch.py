@@ -1,189 +1,229 @@
 """Batches of packets through one SA: ``protect_many`` and ``unprotect_many``.
 
-This module owns the batch form of the IPv4 AES-GCM-16 / ChaCha20-Poly1305 fast path of
-``espcore.sa``: the same wire bytes, checks and state changes as calling ``protect`` or
-``unprotect`` once per packet (RFC 4303 §3.3 and §3.4), with the per-SA constants and counters
-held in local variables between packets. Any packet off the fast path, at a lifetime mark or
-near the replay window's edge goes through the single-packet method. A failure is returned in
-the packet's place as its ``EspError`` instead of being raised, so one bad packet does not hide
-the results of the others.
+This module owns the batch forms of the per-packet methods: the same wire bytes, checks and
+state changes as calling ``protect`` or ``unprotect`` once per packet (RFC 4303 §3.3 and §3.4),
+in the same order. A failure is returned in the packet's place as its ``EspError`` instead of
+being raised, so one bad packet does not hide the results of the others.
 
-``BatchPaths`` is a base class of ``SecurityAssociation`` and keeps no state of its own.
+``BatchPaths`` (every SA) calls the per-packet method through one bound-method lookup.
+``AeadBatchPaths`` (the SAs of ``espcore.aead_paths``) inlines their IPv4 paths and keeps the
+SA's constants, its counters, its next sequence number and its replay window in local
+variables for the whole batch: a packet whose result would reach a lifetime mark, a packet out
+of order, off the path or failing after its ICV verified goes through the per-packet method
+with the state written back first, so lifetimes, events and errors are exactly those of the
+packets one by one. A forged or replayed packet changes nothing, as one by one. The state is
+written back even if an unexpected exception ends the batch: a sequence number is never reused.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from cryptography.exceptions import InvalidTag
 
-from espcore.errors import DummyPacket, EspError, IntegrityError, ParseError, UsageError
+from espcore.aead_paths import _GROW_TRANSPORT, _GROW_TUNNEL, _SUM_IN, _SUM_OUT
+from espcore.aead_paths import _TUNNEL_TRAILERS, TRAILERS_4
+from espcore.errors import EspError, IntegrityError
 from espcore.esp import PADDING
-from espcore.ip import IPPROTO_ESP, IPPROTO_NONE, check_inner
+from espcore.replay import ReplayWindow
 
-_V4A = struct.Struct("!BBHHHBBH4s4s")
-_V4_ESP = struct.Struct("!BBHHHBBH4s4sIIQ")
-_SPI_SEQ = struct.Struct("!II")
-_TRAILERS_4 = tuple(PADDING[i >> 8] + bytes((i & 0xFF,)) for i in range(4 << 8))
+_V4 = struct.Struct("!BBHIBBH8s")
+_V4_SPI_SEQ = struct.Struct("!BBHIBBH8sII")
+_V4_ESP = struct.Struct("!BBHIBBH8sIIQ")
+_OUTER_ESP = struct.Struct("!BBHHHBBH8sIIQ")
 
 Buffer = bytes | bytearray | memoryview
 
 
 class BatchPaths:
-    """``protect_many``/``unprotect_many``; the attributes are ``SecurityAssociation``'s."""
+    """``protect_many``/``unprotect_many`` for every SA: the per-packet methods in a loop."""
 
     __slots__ = ()
+
+    protect: Callable[[Buffer], bytes]
+    unprotect: Callable[[Buffer], bytes]
+
+    def protect_many(self, packets: Iterable[Buffer]) -> list[bytes | EspError]:
+        """``protect`` each packet in order; a failure is returned in its place, not raised."""
+        results: list[bytes | EspError] = []
+        append, protect = results.append, self.protect
+        for packet in packets:
+            try:
+                append(protect(packet))
+            except EspError as exc:
+                append(exc)
+        return results
+
+    def unprotect_many(self, packets: Iterable[Buffer]) -> list[bytes | EspError]:
+        """``unprotect`` each packet in order; a failure is returned in its place, not raised."""
+        results: list[bytes | EspError] = []
+        append, unprotect = results.append, self.unprotect
+        for packet in packets:
+            try:
+                append(unprotect(packet))
+            except EspError as exc:
+                append(exc)
+        return results
+
+
+class AeadBatchPaths:
+    """The batch forms of ``espcore.aead_paths``; the attributes are ``SecurityAssociation``'s."""
+
+    __slots__ = ()
+
+    spi: int
+    tunnel: object
+    replay: ReplayWindow
+    bytes_protected: int
+    bytes_unprotected: int
+    packets_unprotected: int
+    _hard: bool
+    _next_seq: int
+    _salt: bytes
+    _encrypt: Callable[[bytes, Buffer, bytes], bytes]
+    _decrypt: Callable[[bytes, Buffer, bytes], bytes]
+    _outer: bytes
+    _outer_ttl: int
+    _outer_sum: int
+    _out_bytes_mark: int
+    _out_seq_mark: int
+    _in_bytes_mark: int
+    _in_packets_mark: int
+    protect: Callable[[Buffer], bytes]
+    unprotect: Callable[[Buffer], bytes]
 
     def protect_many(self, packets: Iterable[Buffer]) -> list[bytes | EspError]:
         """``protect`` each packet in order; a failure is returned in its place, not raised.
 
-        The batch form of the IPv4 AEAD fast path keeps the SA's state in local variables
-        between packets; the results are the bytes ``protect`` would have returned one by one.
+        The results are the bytes ``protect`` would have returned one by one.
         """
         results: list[bytes | EspError] = []
-        append = results.append
-        protect = self.protect
-        if not self._fast:
+        append, protect = results.append, self.protect
+        encrypt, salt, spi, is_tunnel = self._encrypt, self._salt, self.spi, self.tunnel is not None
+        outer, outer_ttl, outer_sum = self._outer, self._outer_ttl, self._outer_sum
+        unpack, pack, pack_outer = _V4.unpack_from, _V4_ESP.pack, _OUTER_ESP.pack
+        seq, sent = self._next_seq, self.bytes_protected
+        # A hard-expired SA: every packet gets its LifetimeExpired one by one.
+        seq_mark = 0 if self._hard else self._out_seq_mark
+        bytes_mark = self._out_bytes_mark
+        try:
             for packet in packets:
+                if type(packet) is bytes:
+                    try:
+                        vihl, tos, total, ident_frag, ttl, proto, csum, addresses = unpack(packet)
+                    except struct.error:
+                        vihl = 0
+                    n = len(packet)
+                    # Only packets that reach no mark: that one goes through ``protect``.
+                    if (vihl == 0x45 and 20 <= total <= n and seq < seq_mark
+                            and sent + total < bytes_mark):
+                        r = total & 3
+                        if is_tunnel:
+                            length = total + _GROW_TUNNEL[r]
+                            ident, df = seq & 0xFFFF, ident_frag & 0x4000
+                            if length <= 0xFFFF:
+                                head = pack_outer(
+                                    0x45, tos, length, ident, df, outer_ttl, 50,
+                                    0xFFFE - (outer_sum + tos + length + ident + df) % 0xFFFF,
+                                    outer, spi, seq, seq)
+                                append(head + encrypt(
+                                    salt + head[28:],
+                                    (packet if total == n else packet[:total])
+                                    + _TUNNEL_TRAILERS[r], head[20:28]))
+                                seq += 1
+                                sent += total
+                                continue
+                        elif not ident_frag & 0x3FFF and total + _GROW_TRANSPORT[r] <= 0xFFFF:
+                            head = pack(0x45, tos, total + _GROW_TRANSPORT[r], ident_frag, ttl,
+                                        50, 0xFFFE - (_SUM_OUT[r] - csum - proto) % 0xFFFF,
+                                        addresses, spi, seq, seq)
+                            append(head + encrypt(
+                                salt + head[28:], packet[20:total] + TRAILERS_4[(proto << 2) | r],
+                                head[20:28]))
+                            seq += 1
+                            sent += total
+                            continue
+                # Off the path or at a mark: one by one, with the state written back first.
+                self._next_seq, self.bytes_protected = seq, sent
                 try:
                     append(protect(packet))
                 except EspError as exc:
                     append(exc)
-            return results
-        encrypt, salt, spi, tunnel = self._aead.encrypt, self._salt, self.spi, self.tunnel
-        unpack, pack, trailers = _V4A.unpack_from, _V4_ESP.pack, _TRAILERS_4
-        seq, sent = self._next_seq, 0
-        bytes_left, packets_left = self._bytes_left, self._packets_left
-        for packet in packets:
-            n = len(packet)
-            if (type(packet) is not bytes or n < 20 or packet[0] != 0x45 or packets_left <= 1
-                    or bytes_left <= n or self._hard):
-                # Off the fast path, or at a lifetime mark: one by one, with the state saved.
-                self._next_seq, self._bytes_left, self._packets_left = seq, bytes_left, packets_left
-                self.bytes_protected += sent
-                sent = 0
-                try:
-                    append(protect(packet))
-                except EspError as exc:
-                    append(exc)
-                seq, bytes_left, packets_left = (self._next_seq, self._bytes_left,
-                                                 self._packets_left)
-                continue
-            vihl, tos, total, ident, frag, ttl, proto, csum, src, dst = unpack(packet)
-            if total > n or total < 20 or (tunnel is None and frag & 0x3FFF):
-                try:
-                    protect(packet)  # raises the precise error, changes nothing
-                except EspError as exc:
-                    append(exc)
-                continue
-            if tunnel is None:
-                pad = -(total - 18) & 3
-                length = total + 34 + pad
-                s = (0xFFFF - csum) + (0xFFFF - total) + length + (0xFFFF - proto) + IPPROTO_ESP
-                s = (s & 0xFFFF) + (s >> 16)
-                head = pack(0x45, tos, length, ident, frag, ttl, IPPROTO_ESP,
-                            0xFFFF - ((s & 0xFFFF) + (s >> 16)), src, dst, spi, seq, seq)
-                body = packet[20:total] + trailers[(pad << 8) | proto]
-            else:
-                pad = -(total + 2) & 3
-                length = total + 54 + pad
-                ident, frag = seq & 0xFFFF, frag & 0x4000
-                s = tunnel.base_sum + tos + length + ident + frag + IPPROTO_ESP
-                s = (s & 0xFFFF) + (s >> 16)
-                head = pack(0x45, tos, length, ident, frag, tunnel.ttl, IPPROTO_ESP,
-                            0xFFFF - ((s & 0xFFFF) + (s >> 16)), tunnel.packed_source,
-                            tunnel.packed_destination, spi, seq, seq)
-                body = (packet if total == n else packet[:total]) + trailers[(pad << 8) | 4]
-            if length > 0xFFFF:
-                append(UsageError(f"protected packet would be {length} bytes, over 65535"))
-                continue
-            append(head + encrypt(salt + head[28:], body, head[20:28]))
-            seq += 1
-            sent += total
-            bytes_left -= total
-            packets_left -= 1
-        self._next_seq, self._bytes_left, self._packets_left = seq, bytes_left, packets_left
-        self.bytes_protected += sent
+                seq, sent = self._next_seq, self.bytes_protected
+                seq_mark, bytes_mark = self._out_seq_mark, self._out_bytes_mark
+                if self._hard:
+                    seq_mark = 0  # every further packet gets its LifetimeExpired one by one
+        finally:
+            self._next_seq, self.bytes_protected = seq, sent
         return results
 
     def unprotect_many(self, packets: Iterable[Buffer]) -> list[bytes | EspError]:
         """``unprotect`` each packet in order; a failure is returned in its place, not raised.
 
-        The batch form of the IPv4 AEAD fast path: the same checks and state changes as
-        ``unprotect`` one by one, with the per-SA constants held in local variables.
+        The same checks and state changes as ``unprotect`` one by one.
         """
         results: list[bytes | EspError] = []
-        append = results.append
-        unprotect = self.unprotect
-        if not self._fast:
+        append, unprotect = results.append, self.unprotect
+        decrypt, salt, spi, is_tunnel = self._decrypt, self._salt, self.spi, self.tunnel is not None
+        unpack, pack = _V4_SPI_SEQ.unpack_from, _V4.pack
+        replay = self.replay
+        top, bitmap, size, mask = replay.top, replay.bitmap, replay.size, replay.mask
+        received, count = self.bytes_unprotected, self.packets_unprotected
+        bytes_mark = self._in_bytes_mark
+        packets_mark = 0 if self._hard else self._in_packets_mark
+        try:
             for packet in packets:
                 try:
-                    append(unprotect(packet))
-                except EspError as exc:
-                    append(exc)
-            return results
-        decrypt, salt, spi, transport = self._aead.decrypt, self._salt, self.spi, self.tunnel is None
-        unpack, unpack_spi, pack, replay = _V4A.unpack_from, _SPI_SEQ.unpack_from, _V4A.pack, self.replay
-        for packet in packets:
-            n = len(packet)
-            if (type(packet) is not bytes or n < 56 or packet[0] != 0x45 or packet[9] != IPPROTO_ESP
-                    or self._packets_left <= 1 or self._bytes_left <= n or self._hard):
-                try:
-                    append(unprotect(packet))
-                except EspError as exc:
-                    append(exc)
-                continue
-            vihl, tos, total, ident, frag, ttl, proto, csum, src, dst = unpack(packet)
-            got_spi, seq = unpack_spi(packet, 20)
-            if (total > n or total < 56 or frag & 0x3FFF or got_spi != spi
-                    or seq <= replay.top):
-                try:
-                    append(unprotect(packet))  # replays, window edges and errors, one by one
-                except EspError as exc:
-                    append(exc)
-                continue
-            try:
-                plaintext = decrypt(salt + packet[28:36], packet[36:total], packet[20:28])
-            except InvalidTag:
-                append(IntegrityError(spi, seq))
-                continue
-            m = len(plaintext)
-            pad = plaintext[m - 2]
-            payload_len = m - 2 - pad
-            next_header = plaintext[m - 1]
-            if payload_len < 0 or (pad and plaintext[payload_len:m - 1] != PADDING[pad]):
-                append(ParseError("ESP padding or Pad Length is wrong", offset=total - 18))
-                continue
-            if transport:
-                length = 20 + payload_len
-                s = (0xFFFF - csum) + (0xFFFF - total) + length + (0xFFFF - proto) + next_header
-                s = (s & 0xFFFF) + (s >> 16)
-                out = pack(0x45, tos, length, ident, frag, ttl, next_header,
-                           0xFFFF - ((s & 0xFFFF) + (s >> 16)), src, dst) + plaintext[:payload_len]
-            else:
-                out = plaintext[:payload_len]
-                if not (next_header == 4 and payload_len >= 20 and out[0] == 0x45
-                        and (out[2] << 8 | out[3]) == payload_len):
-                    if next_header != IPPROTO_NONE:
-                        try:
-                            check_inner(out, next_header)
-                        except EspError as exc:
-                            append(exc)
+                    vihl, tos, total, ident_frag, ttl, proto, csum, addresses, got, seq = \
+                        unpack(packet)
+                except struct.error:
+                    vihl = 0
+                # In-order packets of this SA that reach no packet mark; the rest (replays and
+                # the window's edge included) one by one.
+                if (vihl == 0x45 and proto == 50 and got == spi and seq > top
+                        and seq - top < size and count + 1 < packets_mark
+                        and 56 <= total <= len(packet) and not ident_frag & 0x3FFF):
+                    try:
+                        plaintext = decrypt(salt + packet[28:36], packet[36:total], packet[20:28])
+                    except InvalidTag:
+                        append(IntegrityError(spi, seq))  # RFC 4303 §3.4.4: nothing changes
+                        continue
+                    pad = plaintext[-2]
+                    n = len(plaintext) - 2 - pad
+                    if not pad or plaintext[n:-1] == PADDING[pad]:
+                        next_header = plaintext[-1]
+                        if is_tunnel:
+                            out = plaintext[:n]
+                            good = (next_header == 4 and n >= 20 and out[0] == 0x45
+                                    and (out[2] << 8 | out[3]) == n)
+                        else:
+                            out = pack(0x45, tos, 20 + n, ident_frag, ttl, next_header,
+                                       0xFFFE - (_SUM_IN - csum - total + n + next_header)
+                                       % 0xFFFF, addresses) + plaintext[:n]
+                            good = next_header != 59  # IPPROTO_NONE: one by one
+                            n += 20
+                        if good and received + n < bytes_mark:
+                            if seq - top != 1 or bitmap != mask:  # else the bitmap stays full
+                                bitmap = ((bitmap << (seq - top)) | 1) & mask
+                            top = seq
+                            received += n
+                            count += 1
+                            append(out)
                             continue
-            top = replay.top
-            if seq - top < replay.size:
-                replay.bitmap = ((replay.bitmap << (seq - top)) | 1) & replay.mask
-                replay.top = seq
-            else:
-                replay.accept(seq)
-            if next_header == IPPROTO_NONE:
-                append(DummyPacket(spi, seq))
-                continue
-            append(out)
-            size = len(out)
-            self.packets_unprotected += 1
-            self.bytes_unprotected += size
-            self._bytes_left -= size
-            self._packets_left -= 1
+                # One by one, with the state written back first.
+                replay.top, replay.bitmap = top, bitmap
+                self.bytes_unprotected, self.packets_unprotected = received, count
+                try:
+                    append(unprotect(packet))
+                except EspError as exc:
+                    append(exc)
+                top, bitmap = replay.top, replay.bitmap
+                received, count = self.bytes_unprotected, self.packets_unprotected
+                bytes_mark, packets_mark = self._in_bytes_mark, self._in_packets_mark
+                if self._hard:
+                    packets_mark = 0
+        finally:
+            replay.top, replay.bitmap = top, bitmap
+            self.bytes_unprotected, self.packets_unprotected = received, count
         return results

@@ -201,9 +201,9 @@ class PacketPaths:
             replay.accept(seq)
         if next_header == IPPROTO_NONE:
             raise DummyPacket(self.spi, seq)  # RFC 4303 §2.6: authentic, then dropped
-        self.packets_unprotected += 1
-        self.bytes_unprotected += n
-        self._bytes_left -= n
-        self._packets_left -= 1
-        if self._bytes_left <= 0 or self._packets_left <= 0:
+        packets = self.packets_unprotected + 1
+        self.packets_unprotected = packets
+        total = self.bytes_unprotected + n
+        self.bytes_unprotected = total
+        if total >= self._in_bytes_mark or packets >= self._in_packets_mark:
             self._counted()

@@ -15,23 +15,24 @@ counter. Counters count the bytes of the IP packet handed to ``protect`` or retu
 ``unprotect`` (the payload for the ``*_payload`` methods). Integrity without confidentiality
 (AH, ESP with the null cipher or AES-GMAC) counts as authenticated bytes only.
 
-The IPv4 paths are written out inline: per packet, Python's cost is the number of operations,
-and this is the data path of the whole stack.
+The methods here are the general paths, for every protocol, cipher, mode and IP version. An SA
+whose combination has a specialised path (``espcore.aead_paths``: AES-GCM-16 and
+ChaCha20-Poly1305 without ESN) becomes an instance of a subclass that overrides the per-packet
+methods, chosen once here, so no packet pays for dispatch; it falls back to these methods for
+any packet off its path.
+Per packet, Python's cost is the number of operations, and this is the data path of the stack.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 
-from cryptography.exceptions import InvalidTag
-
+from espcore.aead_paths import AeadPayloadPaths, AeadTransportPaths, AeadTunnelPaths
 from espcore.ah import AhEngine
-from espcore.batch import BatchPaths
-from espcore.errors import (DummyPacket, IntegrityError, LifetimeExpired, ParseError,
-                            SequenceExhausted, UnknownSpiError, UsageError)
-from espcore.esp import PADDING, EspEngine, Rng, make_engine
-from espcore.ip import IPPROTO_AH, IPPROTO_ESP, IPPROTO_NONE, TunnelHeader, check_inner
+from espcore.batch import AeadBatchPaths, BatchPaths
+from espcore.errors import LifetimeExpired, SequenceExhausted, UsageError
+from espcore.esp import EspEngine, Rng, make_engine
+from espcore.ip import IPPROTO_AH, IPPROTO_ESP, TunnelHeader
 from espcore.lifetime import (HardLifetimeReached, Lifetime, LifetimeTracker, SaState,
                               SoftLifetimeReached)
 from espcore.modes import PacketPaths
@@ -39,15 +40,9 @@ from espcore.replay import ReplayWindow
 from espcore.transforms import integrity as integrity_named
 from espcore.transforms import parse_cipher_name, qualified_name
 
-# IPv4 header with addresses, and the same followed by an ESP header and an 8-byte IV.
-_V4A = struct.Struct("!BBHHHBBH4s4s")
-_V4_ESP = struct.Struct("!BBHHHBBH4s4sIIQ")
-_SPI_SEQ = struct.Struct("!II")
 _MAX_SEQ_32 = 0xFFFFFFFF
 _MAX_SEQ_64 = 0xFFFFFFFFFFFFFFFF
-_NO_LIMIT = 1 << 62  # a budget that never runs out
-#: Trailers of 4-byte-aligned ciphers, indexed (pad length << 8) | next header.
-_TRAILERS_4 = tuple(PADDING[i >> 8] + bytes((i & 0xFF,)) for i in range(4 << 8))
+_NO_LIMIT = 1 << 62  # a mark that is never reached
 
 Buffer = bytes | bytearray | memoryview
 
@@ -70,9 +65,10 @@ class SecurityAssociation(PacketPaths, BatchPaths):
     __slots__ = ("spi", "protocol", "mode", "esn", "cipher_name", "integrity_name", "key_bits",
                  "tunnel", "lifetime", "replay", "bytes_protected", "packets_unprotected",
                  "bytes_unprotected", "has_integrity", "is_confidential", "_initial_seq",
-                 "_bytes_left", "_packets_left",
                  "_engine", "_ah", "_next_seq", "_max_seq", "_tracker", "_proto", "_hard",
-                 "_trailers", "_align", "_fast", "_aead", "_salt")
+                 "_trailers", "_align", "_out_bytes_mark", "_out_seq_mark", "_in_bytes_mark",
+                 "_in_packets_mark", "_salt", "_encrypt", "_decrypt", "_outer", "_outer_ttl",
+                 "_outer_sum")
 
     def __init__(self, *, protocol: str = "esp", spi: int, mode: str = "transport",
                  cipher: str | None = None, cipher_key: bytes = b"", integrity: str | None = None,
@@ -140,15 +136,37 @@ class SecurityAssociation(PacketPaths, BatchPaths):
         self.bytes_protected = self.packets_unprotected = self.bytes_unprotected = 0
         self._tracker = LifetimeTracker(spi, lifetime)
         self._hard = False
-        self._bytes_left = self._packets_left = 0
-        self._counted()  # sets the budgets to the first lifetime marks
+        self._out_bytes_mark = self._out_seq_mark = self._in_bytes_mark = 0
+        self._in_packets_mark = 0
+        self._counted()  # sets the marks to the first lifetime limits
         self._trailers: dict[int, bytes] = {}
-        # The inlined IPv4 path: one AEAD call with a 16-byte ICV, 32-bit sequence numbers.
+        self._specialise()
+
+    def _specialise(self) -> None:
+        """Become the subclass with the specialised paths for this SA's combination, if any.
+
+        The per-packet constants are copied into slots so that a packet reads each with one
+        attribute access. Only the class changes: the slots are the same.
+        """
         engine = self._engine
-        self._fast = (engine is not None and engine.kind == "aead" and not self.esn
-                      and (self.tunnel is None or self.tunnel.version == 4))
-        self._aead = engine._aead if self._fast else None
-        self._salt = engine._salt if self._fast else b""
+        self._salt, self._encrypt, self._decrypt = b"", None, None
+        self._outer, self._outer_ttl, self._outer_sum = b"", 0, 0
+        if engine is None or self.esn or engine.kind != "aead":
+            return
+        self._salt = engine._salt
+        self._encrypt, self._decrypt = engine._aead.encrypt, engine._aead.decrypt
+        tunnel = self.tunnel
+        if tunnel is None:
+            self.__class__ = _AeadTransport
+        elif tunnel.version == 4:
+            self._outer = tunnel.packed_source + tunnel.packed_destination
+            self._outer_ttl = tunnel.ttl
+            # The outer header's constant words and its protocol, less the 1 of the
+            # (s - 1) % 0xFFFF + 1 form of the one's complement fold (``espcore.aead_paths``).
+            self._outer_sum = tunnel.base_sum + IPPROTO_ESP - 1
+            self.__class__ = _AeadTunnel
+        else:
+            self.__class__ = _AeadPayload
 
     def __repr__(self) -> str:
         transforms = "/".join(n for n in (self.cipher_name, self.integrity_name) if n)
@@ -206,23 +224,36 @@ class SecurityAssociation(PacketPaths, BatchPaths):
         return LifetimeExpired(self.spi, self._tracker.expired_by or "lifetime")
 
     def _counted(self) -> None:
-        """A budget ran out: update the lifetime state and set the budgets to the next marks.
+        """A mark was reached: update the lifetime state and set the marks to the next limits.
 
-        The per-packet paths only decrement ``_bytes_left`` and ``_packets_left`` (shared by
-        both directions) and call this when one reaches 0; it recomputes everything exactly.
+        Per packet, the paths compare the running counters of their direction with two marks
+        (bytes, and the sequence number or packet count) and call this when one is reached; it
+        recomputes everything exactly from the totals. The limits count both directions
+        together, so once an SA has been used one way that direction gets the whole remaining
+        budget and the other's marks stay 0 (its first packet calls this); a new SA has all
+        marks at 0 (its first packet calls this), and one used both ways keeps them there.
         """
+        packets_protected = self._next_seq - self._initial_seq
         total_bytes = self.bytes_protected + self.bytes_unprotected
-        total_packets = self.packets_protected + self.packets_unprotected
+        total_packets = packets_protected + self.packets_unprotected
         tracker = self._tracker
         if total_bytes >= tracker.byte_mark or total_packets >= tracker.packet_mark:
             tracker.crossed(total_bytes, total_packets)
         if self._next_seq > self._max_seq:
             tracker.exhaust("sequence")
         self._hard = tracker.state is SaState.HARD_EXPIRED
-        self._bytes_left = min(tracker.byte_mark - total_bytes, _NO_LIMIT)
-        # The sequence space is a packet budget too: the last number ends the SA.
-        self._packets_left = min(tracker.packet_mark - total_packets,
-                                 self._max_seq - self._next_seq + 1, _NO_LIMIT)
+        byte_mark = min(tracker.byte_mark, _NO_LIMIT)
+        packet_mark = min(tracker.packet_mark, _NO_LIMIT)
+        self._out_bytes_mark = self._out_seq_mark = self._in_bytes_mark = 0
+        self._in_packets_mark = 0
+        if packets_protected and not self.packets_unprotected:
+            self._out_bytes_mark = byte_mark
+            # The sequence number that makes the packet count reach its mark; the last number
+            # of the sequence space ends the SA too (RFC 4303 §3.3.3).
+            self._out_seq_mark = min(packet_mark + self._initial_seq - 1, self._max_seq)
+        if self.packets_unprotected and not packets_protected:
+            self._in_bytes_mark = byte_mark
+            self._in_packets_mark = packet_mark
 
     def _esp_engine(self) -> EspEngine:
         if self._engine is None:
@@ -235,53 +266,11 @@ class SecurityAssociation(PacketPaths, BatchPaths):
         """The IP packet protected by this SA (``iv`` fixes the IV, for tests and vectors)."""
         if self._hard:
             raise self._expired()
+        if not isinstance(packet, (bytes, bytearray)):
+            packet = bytes(packet)
         seq = self._next_seq
-        if self._fast and iv is None and type(packet) is bytes and len(packet) >= 20 \
-                and packet[0] == 0x45:
-            vihl, tos, total, ident, frag, ttl, proto, csum, src, dst = _V4A.unpack_from(packet)
-            if total > len(packet) or total < 20:
-                raise ParseError(f"IPv4 total length {total} inconsistent with the buffer",
-                                 offset=2)
-            tunnel = self.tunnel
-            if tunnel is None:
-                if frag & 0x3FFF:
-                    raise UsageError("transport mode cannot protect a fragment (RFC 4301 §7)")
-                pad = -(total - 18) & 3
-                length = total + 34 + pad  # + ESP header, IV, trailer, ICV
-                # RFC 1624 eqn. 3: total length and protocol change; TTL cancels out.
-                s = (0xFFFF - csum) + (0xFFFF - total) + length + (0xFFFF - proto) + IPPROTO_ESP
-                s = (s & 0xFFFF) + (s >> 16)
-                head = _V4_ESP.pack(0x45, tos, length, ident, frag, ttl, IPPROTO_ESP,
-                                    0xFFFF - ((s & 0xFFFF) + (s >> 16)), src, dst, self.spi,
-                                    seq & _MAX_SEQ_32, seq)
-                body = packet[20:total] + _TRAILERS_4[(pad << 8) | proto]
-            else:
-                pad = -(total + 2) & 3
-                length = total + 54 + pad  # + outer header, ESP header, IV, trailer, ICV
-                ident, frag = seq & 0xFFFF, frag & 0x4000  # RFC 4301 §5.1.2.1: DF copied
-                s = tunnel.base_sum + tos + length + ident + frag + IPPROTO_ESP
-                s = (s & 0xFFFF) + (s >> 16)
-                head = _V4_ESP.pack(0x45, tos, length, ident, frag, tunnel.ttl, IPPROTO_ESP,
-                                    0xFFFF - ((s & 0xFFFF) + (s >> 16)), tunnel.packed_source,
-                                    tunnel.packed_destination, self.spi, seq, seq)
-                body = (packet if total == len(packet) else packet[:total]) + _TRAILERS_4[
-                    (pad << 8) | 4]
-            if length > 0xFFFF:
-                raise UsageError(f"protected packet would be {length} bytes, over 65535")
-            # RFC 4106 §4/§5: nonce = salt || IV, AAD = SPI || sequence number.
-            out = head + self._aead.encrypt(self._salt + head[28:], body, head[20:28])
-            n = total
-        else:
-            if not isinstance(packet, (bytes, bytearray)):
-                packet = bytes(packet)
-            out = self._protect_general(packet, seq, iv)
-            n = len(packet)
-        self._next_seq = seq + 1
-        self.bytes_protected += n
-        self._bytes_left -= n
-        self._packets_left -= 1
-        if self._bytes_left <= 0 or self._packets_left <= 0:
-            self._counted()
+        out = self._protect_general(packet, seq, iv)
+        self._sent(seq, len(packet))
         return out
 
     def protect_payload(self, payload: Buffer, next_header: int, *,
@@ -299,13 +288,16 @@ class SecurityAssociation(PacketPaths, BatchPaths):
         seq = self._next_seq
         out = b"".join(engine.seal(
             bytes(payload) + self._trailer(len(payload), next_header), seq, iv))
-        self._next_seq = seq + 1
-        self.bytes_protected += len(payload)
-        self._bytes_left -= len(payload)
-        self._packets_left -= 1
-        if self._bytes_left <= 0 or self._packets_left <= 0:
-            self._counted()
+        self._sent(seq, len(payload))
         return out
+
+    def _sent(self, seq: int, n: int) -> None:
+        """Count a protected packet of ``n`` bytes that took sequence number ``seq``."""
+        self._next_seq = seq + 1
+        total = self.bytes_protected + n
+        self.bytes_protected = total
+        if total >= self._out_bytes_mark or seq >= self._out_seq_mark:
+            self._counted()
 
     # -- inbound ---------------------------------------------------------------------------------
 
@@ -317,58 +309,7 @@ class SecurityAssociation(PacketPaths, BatchPaths):
         """
         if self._hard:
             raise self._expired()
-        if not (self._fast and type(packet) is bytes and len(packet) >= 56 and packet[0] == 0x45
-                and packet[9] == IPPROTO_ESP):
-            return self._unprotect_general(packet)
-        vihl, tos, total, ident, frag, ttl, proto, csum, src, dst = _V4A.unpack_from(packet)
-        if total > len(packet) or total < 56 or frag & 0x3FFF:
-            return self._unprotect_general(packet)  # raises the precise ParseError
-        spi, seq = _SPI_SEQ.unpack_from(packet, 20)
-        if spi != self.spi:
-            raise UnknownSpiError(spi)
-        replay = self.replay
-        if seq <= replay.top:
-            replay.check(seq)  # RFC 4303 §3.4.3: the cheap check before the ICV
-        try:
-            plaintext = self._aead.decrypt(self._salt + packet[28:36], packet[36:total],
-                                           packet[20:28])
-        except InvalidTag:
-            raise IntegrityError(spi, seq) from None
-        m = len(plaintext)
-        pad = plaintext[m - 2]
-        payload_len = m - 2 - pad
-        # RFC 4303 §2.4: the default padding is 1, 2, 3...; the receiver checks it.
-        if payload_len < 0 or (pad and plaintext[payload_len:m - 1] != PADDING[pad]):
-            raise ParseError("ESP padding or Pad Length is wrong", offset=total - 18)
-        next_header = plaintext[m - 1]
-        if self.tunnel is None:
-            length = 20 + payload_len
-            s = (0xFFFF - csum) + (0xFFFF - total) + length + (0xFFFF - proto) + next_header
-            s = (s & 0xFFFF) + (s >> 16)
-            out = _V4A.pack(0x45, tos, length, ident, frag, ttl, next_header,
-                            0xFFFF - ((s & 0xFFFF) + (s >> 16)), src, dst) + plaintext[:payload_len]
-        else:
-            out = plaintext[:payload_len]
-            if not (next_header == 4 and payload_len >= 20 and out[0] == 0x45
-                    and (out[2] << 8 | out[3]) == payload_len) and next_header != IPPROTO_NONE:
-                check_inner(out, next_header)  # the general check, and its precise error
-        # RFC 4303 §3.4.3: the window moves only now that the ICV verified.
-        top = replay.top
-        if seq > top and seq - top < replay.size:
-            replay.bitmap = ((replay.bitmap << (seq - top)) | 1) & replay.mask
-            replay.top = seq
-        else:
-            replay.accept(seq)
-        if next_header == IPPROTO_NONE:
-            raise DummyPacket(spi, seq)  # RFC 4303 §2.6: authentic, then dropped
-        self.packets_unprotected += 1
-        n = len(out)
-        self.bytes_unprotected += n
-        self._bytes_left -= n
-        self._packets_left -= 1
-        if self._bytes_left <= 0 or self._packets_left <= 0:
-            self._counted()
-        return out
+        return self._unprotect_general(packet)
 
     def unprotect_payload(self, esp: Buffer) -> tuple[int, bytes]:
         """ESP only: (Next Header, payload) from the bytes SPI..ICV (UDP-encapsulated input)."""
@@ -379,3 +320,21 @@ class SecurityAssociation(PacketPaths, BatchPaths):
         payload = plaintext[:payload_len]
         self._accept(seq, next_header, payload_len)
         return next_header, payload
+
+
+class _AeadTransport(AeadTransportPaths, AeadBatchPaths, SecurityAssociation):
+    """AES-GCM-16 or ChaCha20-Poly1305, transport mode, 32-bit sequence numbers."""
+
+    __slots__ = ()
+
+
+class _AeadTunnel(AeadTunnelPaths, AeadBatchPaths, SecurityAssociation):
+    """AES-GCM-16 or ChaCha20-Poly1305, tunnel mode with an IPv4 outer header."""
+
+    __slots__ = ()
+
+
+class _AeadPayload(AeadPayloadPaths, SecurityAssociation):
+    """AES-GCM-16 or ChaCha20-Poly1305 with an IPv6 outer header: the payload paths only."""
+
+    __slots__ = ()
