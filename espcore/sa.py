@@ -148,7 +148,8 @@ class SecurityAssociation(PacketPaths, BatchPaths):
         """Become the subclass with the specialised paths for this SA's combination, if any.
 
         The per-packet constants are copied into slots so that a packet reads each with one
-        attribute access. Only the class changes: the slots are the same.
+        attribute access. Only the class changes: the slots are the same. A subclass of
+        ``SecurityAssociation`` made elsewhere keeps its class (and the general paths).
         """
         engine = self._engine
         self._salt, self._encrypt, self._decrypt = b"", None, None
@@ -156,7 +157,7 @@ class SecurityAssociation(PacketPaths, BatchPaths):
         self._mac_copy, self._rng, self._iv_size, self._icv_size = None, None, 0, 0
         self._block_mask = self._block_shift = 0
         self._pad_table = self._pad_table_20 = self._grow = self._sum_out = ()
-        if engine is None or self.esn or not (
+        if type(self) is not SecurityAssociation or engine is None or self.esn or not (
                 engine.kind == "aead" or (engine.kind == "cbc" and engine.mac is not None)):
             return
         tunnel = self.tunnel

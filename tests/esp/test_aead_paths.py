@@ -142,3 +142,15 @@ def test_trailers_from_a_key_holder(body):
     assert outcome(lambda: fast.unprotect_payload(esp)) == outcome(
         lambda: GENERAL.unprotect_payload(general, esp))
     assert state(fast) == state(general)
+
+
+def test_a_subclass_made_elsewhere_keeps_its_class():
+    """Specialisation replaces only SecurityAssociation itself: a user's subclass stays."""
+
+    class Audited(SecurityAssociation):
+        __slots__ = ("seen",)
+
+    sa = Audited(**_params("aes-gcm-16", 0))
+    sa.seen = 0
+    assert type(sa) is Audited and sa.unprotect(
+        SecurityAssociation(**_params("aes-gcm-16", 0)).protect(SMALL)) == SMALL
