@@ -14,10 +14,10 @@ handles it or raises the precise error.
 Per packet the cost is the number of Python operations, so each step is as short as it can be
 (protocol numbers are literals in the hot paths: a module constant costs a lookup each time):
 
-- one ``struct`` call reads the IPv4 header (and SPI and sequence number) and one writes the
-  new header with the ESP header and IV (IV = the sequence number, unique per key as RFC 4106
-  §3.1 and RFC 7634 §2 require); nonce = salt || IV and AAD = SPI || sequence number are two
-  slices of that header (RFC 4106 §4-§5);
+- one ``struct`` call reads the IPv4 header (and SPI, sequence number and IV) and one writes
+  the new header with the ESP header and IV (IV = the sequence number, unique per key as
+  RFC 4106 §3.1 and RFC 7634 §2 require); the nonce salt || IV is packed by one more call
+  (RFC 4106 §4) and the AAD SPI || sequence number is a slice of the header (RFC 4106 §5);
 - the trailer is a table entry per (Next Header, length mod 4): padding 1, 2, 3... to the
   4-byte alignment of RFC 4303 §2.4, Pad Length, Next Header;
 - the IPv4 checksum is updated incrementally (RFC 1624 eqn. 3) with the constant words summed

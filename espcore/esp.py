@@ -39,6 +39,8 @@ from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
@@ -59,24 +61,35 @@ Rng = Callable[[int], bytes]
 Buffer = bytes | bytearray | memoryview
 
 
+_HASHES = {"md5": hashes.MD5, "sha1": hashes.SHA1, "sha256": hashes.SHA256,
+           "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+
+
 class Mac:
-    """A truncated HMAC with its keyed state computed once (RFC 2104 inner/outer pads)."""
+    """A truncated HMAC with its keyed state computed once (RFC 2104 inner/outer pads).
 
-    __slots__ = ("icv_size", "_template")
+    ``copy`` is the bound ``copy`` of the keyed ``cryptography`` HMAC: a fresh context per
+    packet for the specialised paths, without the key schedule.
+    """
 
-    def __init__(self, transform: IntegrityTransform, key: bytes) -> None:
-        if len(key) != transform.key_bytes:
+    __slots__ = ("icv_size", "copy", "_template")
+
+    def __init__(self, transform: IntegrityTransform, key: bytes, *,
+                 check_length: bool = True) -> None:
+        """``check_length=False`` takes a key of any length, for published HMAC vectors."""
+        if check_length and len(key) != transform.key_bytes:
             raise UsageError(f"{transform.name} takes a {transform.key_bytes}-byte key, "
                              f"not {len(key)} bytes")
         self.icv_size = transform.icv_size
-        self._template = hmac.new(bytes(key), digestmod=transform.hash_name)
+        self._template = crypto_hmac.HMAC(bytes(key), _HASHES[transform.hash_name]())
+        self.copy = self._template.copy
 
     def compute(self, *parts: Buffer) -> bytes:
         """The truncated MAC of the concatenation of ``parts`` (no copy of them is made)."""
-        h = self._template.copy()
+        h = self.copy()
         for part in parts:
             h.update(part)
-        return h.digest()[:self.icv_size]
+        return h.finalize()[:self.icv_size]
 
 
 class EspEngine:

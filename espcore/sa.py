@@ -17,10 +17,10 @@ counter. Counters count the bytes of the IP packet handed to ``protect`` or retu
 
 The methods here are the general paths, for every protocol, cipher, mode and IP version. An SA
 whose combination has a specialised path (``espcore.aead_paths``: AES-GCM-16 and
-ChaCha20-Poly1305 without ESN) becomes an instance of a subclass that overrides the per-packet
-methods, chosen once here, so no packet pays for dispatch; it falls back to these methods for
-any packet off its path.
-Per packet, Python's cost is the number of operations, and this is the data path of the stack.
+ChaCha20-Poly1305; ``espcore.cbc_paths``: a CBC cipher with an HMAC; both without ESN) becomes
+an instance of a subclass that overrides the per-packet methods, chosen once here, so no packet
+pays for dispatch; it falls back to these methods for any packet off its path. Per packet,
+Python's cost is the number of operations, and this is the data path of the whole stack.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 
 from espcore.aead_paths import AeadPayloadPaths, AeadTransportPaths, AeadTunnelPaths
+from espcore.cbc_paths import CbcPayloadPaths, CbcTransportPaths, CbcTunnelPaths, trailers
 from espcore.ah import AhEngine
 from espcore.batch import AeadBatchPaths, BatchPaths
 from espcore.errors import LifetimeExpired, SequenceExhausted, UsageError
@@ -68,7 +69,8 @@ class SecurityAssociation(PacketPaths, BatchPaths):
                  "_engine", "_ah", "_next_seq", "_max_seq", "_tracker", "_proto", "_hard",
                  "_trailers", "_align", "_out_bytes_mark", "_out_seq_mark", "_in_bytes_mark",
                  "_in_packets_mark", "_salt", "_encrypt", "_decrypt", "_outer", "_outer_ttl",
-                 "_outer_sum")
+                 "_outer_sum", "_mac_copy", "_rng", "_iv_size", "_icv_size", "_block_mask",
+                 "_block_shift", "_pad_table", "_pad_table_20", "_grow", "_sum_out")
 
     def __init__(self, *, protocol: str = "esp", spi: int, mode: str = "transport",
                  cipher: str | None = None, cipher_key: bytes = b"", integrity: str | None = None,
@@ -146,27 +148,50 @@ class SecurityAssociation(PacketPaths, BatchPaths):
         """Become the subclass with the specialised paths for this SA's combination, if any.
 
         The per-packet constants are copied into slots so that a packet reads each with one
-        attribute access. Only the class changes: the slots are the same.
+        attribute access. Only the class changes: the slots are the same. A subclass of
+        ``SecurityAssociation`` made elsewhere keeps its class (and the general paths).
         """
         engine = self._engine
         self._salt, self._encrypt, self._decrypt = b"", None, None
         self._outer, self._outer_ttl, self._outer_sum = b"", 0, 0
-        if engine is None or self.esn or engine.kind != "aead":
+        self._mac_copy, self._rng, self._iv_size, self._icv_size = None, None, 0, 0
+        self._block_mask = self._block_shift = 0
+        self._pad_table = self._pad_table_20 = self._grow = self._sum_out = ()
+        if type(self) is not SecurityAssociation or engine is None or self.esn or not (
+                engine.kind == "aead" or (engine.kind == "cbc" and engine.mac is not None)):
             return
-        self._salt = engine._salt
-        self._encrypt, self._decrypt = engine._aead.encrypt, engine._aead.decrypt
         tunnel = self.tunnel
-        if tunnel is None:
-            self.__class__ = _AeadTransport
-        elif tunnel.version == 4:
+        if tunnel is not None and tunnel.version == 4:
             self._outer = tunnel.packed_source + tunnel.packed_destination
             self._outer_ttl = tunnel.ttl
             # The outer header's constant words and its protocol, less the 1 of the
             # (s - 1) % 0xFFFF + 1 form of the one's complement fold (``espcore.aead_paths``).
             self._outer_sum = tunnel.base_sum + IPPROTO_ESP - 1
-            self.__class__ = _AeadTunnel
+        if engine.kind == "aead":
+            self._salt = engine._salt
+            self._encrypt, self._decrypt = engine._aead.encrypt, engine._aead.decrypt
+            self.__class__ = (_AeadTransport if tunnel is None else
+                              _AeadTunnel if tunnel.version == 4 else _AeadPayload)
+            return
+        block = engine.align_mask + 1
+        self._encrypt, self._decrypt = engine._enc.update, engine._dec.update
+        self._mac_copy, self._rng = engine.mac.copy, engine._rng
+        self._iv_size, self._icv_size = engine.iv_size, engine.icv_size
+        self._block_mask, self._block_shift = block - 1, block.bit_length() - 1
+        self._pad_table = trailers(block)
+        # Growth of an IPv4 packet of total length t (tunnel: inner length t), by t % block:
+        # (outer header,) SPI, sequence number, IV, padding, Pad Length, Next Header, ICV.
+        overhead = 8 + engine.iv_size + 2 + engine.icv_size
+        if tunnel is None:
+            self._pad_table_20 = trailers(block, 20)
+            self._grow = tuple(overhead + (-(t - 20 + 2)) % block for t in range(block))
+            self._sum_out = tuple(3 * 0xFFFF + g + IPPROTO_ESP - 1 for g in self._grow)
+            self.__class__ = _CbcTransport
+        elif tunnel.version == 4:
+            self._grow = tuple(20 + overhead + (-(t + 2)) % block for t in range(block))
+            self.__class__ = _CbcTunnel
         else:
-            self.__class__ = _AeadPayload
+            self.__class__ = _CbcPayload
 
     def __repr__(self) -> str:
         transforms = "/".join(n for n in (self.cipher_name, self.integrity_name) if n)
@@ -336,5 +361,23 @@ class _AeadTunnel(AeadTunnelPaths, AeadBatchPaths, SecurityAssociation):
 
 class _AeadPayload(AeadPayloadPaths, SecurityAssociation):
     """AES-GCM-16 or ChaCha20-Poly1305 with an IPv6 outer header: the payload paths only."""
+
+    __slots__ = ()
+
+
+class _CbcTransport(CbcTransportPaths, SecurityAssociation):
+    """A CBC cipher with an HMAC, transport mode, 32-bit sequence numbers."""
+
+    __slots__ = ()
+
+
+class _CbcTunnel(CbcTunnelPaths, SecurityAssociation):
+    """A CBC cipher with an HMAC, tunnel mode with an IPv4 outer header."""
+
+    __slots__ = ()
+
+
+class _CbcPayload(CbcPayloadPaths, SecurityAssociation):
+    """A CBC cipher with an HMAC and an IPv6 outer header: the payload paths only."""
 
     __slots__ = ()

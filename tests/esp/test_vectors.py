@@ -147,13 +147,10 @@ _HMAC = VECTORS["hmac"]
                                           ("hmac-sha1-96", _HMAC["rfc2202_sha1"])])
 def test_rfc2202_truncated_hmac(name, vectors):
     """RFC 2202 digests truncated to 96 bits (RFC 2403/2404); the key is given to the HMAC
-    as is (the ESP key length check is bypassed by building the keyed state directly)."""
+    as is (the ESP key length check is turned off)."""
     transform = integrity(name)
     for v in vectors:
-        mac = Mac.__new__(Mac)
-        mac.icv_size = transform.icv_size
-        import hmac as _hmac
-        mac._template = _hmac.new(bytes.fromhex(v["key"]), digestmod=transform.hash_name)
+        mac = Mac(transform, bytes.fromhex(v["key"]), check_length=False)
         assert mac.compute(bytes.fromhex(v["data"])) == bytes.fromhex(v["digest"])[:12]
 
 
@@ -164,11 +161,8 @@ def test_rfc4231_truncated_hmac(name, field):
     """RFC 4231 test cases truncated as RFC 4868 §2.1 specifies (128/192/256 bits); case 5
     publishes only a 128-bit truncation, which is compared as far as it goes."""
     transform = integrity(name)
-    import hmac as _hmac
     for v in _HMAC["rfc4231"]:
-        mac = Mac.__new__(Mac)
-        mac.icv_size = transform.icv_size
-        mac._template = _hmac.new(bytes.fromhex(v["key"]), digestmod=transform.hash_name)
+        mac = Mac(transform, bytes.fromhex(v["key"]), check_length=False)
         icv = mac.compute(bytes.fromhex(v["data"]))
         expected = bytes.fromhex(v[field])
         assert len(icv) == transform.icv_size
