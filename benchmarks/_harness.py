@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass
 
 
@@ -60,6 +60,24 @@ def measure(fn: Callable[[], object], *, seconds: float, min_ops: int = 1) -> tu
             fn()
         best = min(best, time.perf_counter() - t0)
     return per_run, best
+
+
+def measure_interleaved(fns: Sequence[tuple[Hashable, Callable[[], object], float]], *,
+                        seconds: float, rounds: int = 5) -> dict[Hashable, tuple[int, float]]:
+    """Measure several functions in ``rounds`` interleaved rounds; each keeps its best round.
+
+    ``fns`` holds (key, function, share): a function gets ``share * seconds`` in all. Other
+    processes share these cores, so a busy moment should not land on one row only: every row
+    is measured in every round, and a ratio compares rows measured side by side.
+    """
+    best: dict[Hashable, tuple[int, float]] = {}
+    for _ in range(rounds):
+        for key, fn, share in fns:
+            ops, t = measure(fn, seconds=seconds * share / rounds)
+            old = best.get(key)
+            if old is None or t / ops < old[1] / old[0]:
+                best[key] = (ops, t)
+    return best
 
 
 def report(rows: Sequence[Row], *, as_json: bool) -> str:

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import structlog  # noqa: E402
-from _harness import Row, measure, parser, report  # noqa: E402
+from _harness import Row, measure_interleaved, parser, report  # noqa: E402
 
 from ikeproto import dh  # noqa: E402
 from ikeproto.config import TrafficSelector  # noqa: E402
@@ -199,16 +199,9 @@ def main() -> None:
             (case, "MM+QM over UDP (aio)", udp.full, "dh floor"),
             (case, "QM only", bench.quick, "dh floor"),  # after bench.full: its ISAKMP SA exists
         ]
-    # Other processes share these 2 cores: every row is measured in each of a few interleaved
-    # rounds and keeps its best, so that a busy moment does not land on one row only.
-    best: dict[tuple[str, str], tuple[int, float]] = {}
     try:
-        for _ in range(rounds):
-            for case, what, fn, _ceiling in plan:
-                ops, t = measure(fn, seconds=seconds / rounds)  # type: ignore[arg-type]
-                old = best.get((case, what))
-                if old is None or t / ops < old[1] / old[0]:
-                    best[(case, what)] = (ops, t)
+        best = measure_interleaved([((case, what), fn, 1.0) for case, what, fn, _c in plan],
+                                   seconds=seconds, rounds=rounds)
     finally:
         for close in closers:
             close()
