@@ -8,7 +8,8 @@ EXTRAS := test$(shell command -v krb5-config >/dev/null 2>&1 && echo ,kerberos)
 
 .PHONY: demo test fuzz bench clean
 
-$(STAMP): pyproject.toml
+# setup.py and the C source: the optional OpenSSL AEAD binding is compiled at install.
+$(STAMP): pyproject.toml setup.py espcore/_aead.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "error: Python >= 3.11 is needed (found $$($(PYTHON) --version))" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)

@@ -13,10 +13,15 @@ HMAC-SHA1-96, ChaCha20-Poly1305, 3DES with HMAC-SHA1-96) it measures in one run:
   ``hmac.compare_digest`` and one decrypt call on IV and ciphertext. This is the ceiling.
 - ``bare, fixed nonce`` (AEAD only, for reference): the same encrypt and decrypt with one nonce
   and AAD for every packet, which no ESP sender may do.
+- ``bare openssl enc+dec`` (AEAD, when ``espcore._aead`` is built): the same calls through
+  espcore's OpenSSL binding, keyed once per object (reference: how much of a ``cryptography``
+  call is per-call set-up).
 - ``python floor`` (AEAD, transport mode): the least Python work ``protect`` + ``unprotect``
-  need on top of the ceiling: the header struct reads and writes, nonce, AAD, trailer, slices,
-  and the AEAD calls, with no check, replay window or counter. No implementation of the
-  IP-packet API in this interpreter can beat it; ``ours/floor`` is what our checks cost.
+  need on top of the ceiling's calls: the header struct reads and writes, nonce, AAD, trailer,
+  slices, and the AEAD calls, with no check, replay window or counter. No implementation of the
+  IP-packet API on ``cryptography``'s AEAD calls can beat it in this interpreter.
+- ``p+u on cryptography`` (AEAD, when the binding is built): ``protect+unprotect`` of SAs made
+  with ``aead_backend="cryptography"``, what espcore does where the binding is not built.
 - ``protect+unprotect``: one ``SecurityAssociation.protect`` and one ``unprotect`` (transport
   mode by default, ``--mode tunnel`` for tunnel mode), replay window and counters included.
 - ``protect`` and ``unprotect`` alone (the receiver cycles through pre-protected packets with
@@ -60,6 +65,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305  # noqa: E402
 
 from espcore import SecurityAssociation  # noqa: E402
+from espcore.aead import BACKEND, new_aead  # noqa: E402
 from espcore.ip import checksum  # noqa: E402
 
 SUITES = {
@@ -87,10 +93,15 @@ _NONCE = struct.Struct("!4sQ")  # salt || 64-bit IV (RFC 4106 §4)
 _AAD = struct.Struct("!II")  # SPI || sequence number (RFC 4106 §5)
 
 
-def bare(suite: str, size: int, key: bytes, auth_key: bytes):
-    """The unavoidable crypto calls for one packet each way, on an ESP-sized payload."""
+def bare(suite: str, size: int, key: bytes, auth_key: bytes, *, openssl: bool = False):
+    """The unavoidable crypto calls for one packet each way, on an ESP-sized payload
+    (``openssl``: through espcore's OpenSSL binding instead of ``cryptography``)."""
     if suite in ("aes-gcm-128", "chacha20-poly1305"):
-        aead = AESGCM(key[:16]) if suite == "aes-gcm-128" else ChaCha20Poly1305(key[:32])
+        if openssl:
+            aead = new_aead("aes-gcm" if suite == "aes-gcm-128" else "chacha20-poly1305",
+                            key[:16] if suite == "aes-gcm-128" else key[:32], backend="openssl")
+        else:
+            aead = AESGCM(key[:16]) if suite == "aes-gcm-128" else ChaCha20Poly1305(key[:32])
         salt = key[-4:]
         plaintext = os.urandom(size - 20 + 2 + (2 - size) % 4)  # payload, padding, trailer
         encrypt, decrypt = aead.encrypt, aead.decrypt
@@ -224,12 +235,22 @@ def main() -> None:
             if is_aead:
                 plan.append(("bare, fixed nonce", bare_fixed(name, size, key), 1, 1.0,
                              "bare enc+dec"))
+                if BACKEND == "openssl":
+                    plan.append(("bare openssl enc+dec",
+                                 bare(name, size, key, auth_key, openssl=True), 1, 1.0,
+                                 "bare enc+dec"))
                 if args.mode == "transport":
                     plan.append(("python floor", python_floor(name, size, key), 1, 1.0,
                                  "bare enc+dec"))
             protect, unprotect = sender.protect, receiver.unprotect
             plan.append(("protect+unprotect", lambda: unprotect(protect(packet)), 1, 1.0,
                          "bare enc+dec"))
+            if is_aead and BACKEND == "openssl":
+                slow = dict(params, aead_backend="cryptography")
+                slow_protect = SecurityAssociation(**slow).protect
+                slow_unprotect = SecurityAssociation(**slow).unprotect
+                plan.append(("p+u on cryptography", lambda: slow_unprotect(slow_protect(packet)),
+                             1, 1.0, "bare enc+dec"))
             plan.append(("protect", lambda: sender.protect(packet), 1, 1.0, "bare enc+dec"))
             cycle = [sender.protect(packet) for _ in range(256)]
             # The receiver cycles through 256 packets: its replay window must be off.
@@ -290,7 +311,7 @@ def summary(rows: list[Row]) -> None:
             continue
         parts = []
         for what, label in (("protect+unprotect", "ours"), ("batch x64", "batch"),
-                            ("payload p+u", "payload")):
+                            ("payload p+u", "payload"), ("p+u on cryptography", "fallback")):
             row = index.get((case, what))
             if row is not None:
                 parts.append(f"{label}/ceiling {row.per_s / ceiling.per_s:.2f}")

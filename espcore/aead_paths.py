@@ -20,13 +20,16 @@ Per packet the cost is the number of Python operations, so each step is as short
   (RFC 4106 §4) and the AAD SPI || sequence number is a slice of the header (RFC 4106 §5);
 - the trailer is a table entry per (Next Header, length mod 4): padding 1, 2, 3... to the
   4-byte alignment of RFC 4303 §2.4, Pad Length, Next Header;
+- the AEAD is an ``espcore.aead.Aead``: ``seal`` encrypts the payload where it lies in the
+  packet, followed by the trailer, into one object that starts with the new headers, and
+  ``open`` decrypts the range after the IV, so no payload is copied on the way in or out;
 - the IPv4 checksum is updated incrementally (RFC 1624 eqn. 3) with the constant words summed
   ahead, and the end-around-carry fold of a positive sum s written as (s - 1) % 0xFFFF + 1;
 - the counters are compared with the marks ``espcore.sa`` sets (one comparison per limit);
 - the replay window: a packet one past the top of a full window only moves the top (the
   bitmap of a full window stays all ones), any other goes through the general update.
 
-It does not own the general paths, the ciphers' construction, the replay window's rules
+It does not own the general paths, the AEAD implementations (``espcore.aead``), the replay window's rules
 (``espcore.replay``; the common in-window case is inlined) or lifetimes (``espcore.lifetime``).
 """
 
@@ -94,8 +97,8 @@ class AeadPayloadPaths:
     _hard: bool
     _next_seq: int
     _salt: bytes
-    _encrypt: Callable[[bytes, Buffer, bytes], bytes]
-    _decrypt: Callable[[bytes, Buffer, bytes], bytes]
+    _seal: Callable[[bytes, Buffer, Buffer, Buffer, int, int, bytes], bytes]
+    _open: Callable[[bytes, Buffer, Buffer, int, int], bytes]
     _out_bytes_mark: int
     _out_seq_mark: int
     _in_bytes_mark: int
@@ -112,9 +115,8 @@ class AeadPayloadPaths:
             seq = self._next_seq
             n = len(payload)
             head = _pack_esp(self.spi, seq, seq)
-            out = head + self._encrypt(_pack_nonce(self._salt, seq),
-                                       payload + TRAILERS_4[(next_header << 2) | (n & 3)],
-                                       head[:8])
+            out = self._seal(_pack_nonce(self._salt, seq), head[:8], head, payload, 0, n,
+                             TRAILERS_4[(next_header << 2) | (n & 3)])
             self._next_seq = seq + 1
             total = self.bytes_protected + n
             self.bytes_protected = total
@@ -137,7 +139,7 @@ class AeadPayloadPaths:
             if seq <= top:
                 replay.check(seq)  # RFC 4303 §3.4.3: the cheap check before the ICV
             try:
-                plaintext = self._decrypt(_pack_nonce(self._salt, iv), esp[16:], esp[:8])
+                plaintext = self._open(_pack_nonce(self._salt, iv), esp[:8], esp, 16, end)
             except InvalidTag:
                 raise IntegrityError(spi, seq) from None
             pad = plaintext[-2]
@@ -191,9 +193,8 @@ class AeadTransportPaths(AeadPayloadPaths):
                                         addresses, self.spi, seq, seq)
                 except struct.error:  # over 65535 bytes: the general path's UsageError
                     return super().protect(packet, iv=iv)  # type: ignore[misc]
-                out = head + self._encrypt(_pack_nonce(self._salt, seq),
-                                           packet[20:total] + TRAILERS_4[(proto << 2) | r],
-                                           head[20:28])
+                out = self._seal(_pack_nonce(self._salt, seq), head[20:28], head, packet, 20,
+                                 total, TRAILERS_4[(proto << 2) | r])
                 self._next_seq = seq + 1
                 n = self.bytes_protected + total
                 self.bytes_protected = n
@@ -225,8 +226,8 @@ class AeadTransportPaths(AeadPayloadPaths):
             if seq <= top:
                 replay.check(seq)
             try:
-                plaintext = self._decrypt(_pack_nonce(self._salt, iv), packet[36:total],
-                                          packet[20:28])
+                plaintext = self._open(_pack_nonce(self._salt, iv), packet[20:28], packet, 36,
+                                       total)
             except InvalidTag:
                 raise IntegrityError(spi, seq) from None
             pad = plaintext[-2]
@@ -288,10 +289,8 @@ class AeadTunnelPaths(AeadPayloadPaths):
                         self._outer, self.spi, seq, seq)
                 except struct.error:  # over 65535 bytes: the general path's UsageError
                     return super().protect(packet, iv=iv)  # type: ignore[misc]
-                out = head + self._encrypt(
-                    _pack_nonce(self._salt, seq),
-                    (packet if total == n else packet[:total]) + _TUNNEL_TRAILERS[r],
-                    head[20:28])
+                out = self._seal(_pack_nonce(self._salt, seq), head[20:28], head, packet, 0,
+                                 total, _TUNNEL_TRAILERS[r])
                 self._next_seq = seq + 1
                 n = self.bytes_protected + total
                 self.bytes_protected = n
@@ -322,8 +321,8 @@ class AeadTunnelPaths(AeadPayloadPaths):
             if seq <= top:
                 replay.check(seq)
             try:
-                plaintext = self._decrypt(_pack_nonce(self._salt, iv), packet[36:total],
-                                          packet[20:28])
+                plaintext = self._open(_pack_nonce(self._salt, iv), packet[20:28], packet, 36,
+                                       total)
             except InvalidTag:
                 raise IntegrityError(spi, seq) from None
             pad = plaintext[-2]

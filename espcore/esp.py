@@ -42,8 +42,9 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from espcore.aead import Aead, new_aead
 from espcore.errors import IntegrityError, ParseError, UsageError
 from espcore.transforms import EncryptionTransform, IntegrityTransform
 
@@ -152,7 +153,7 @@ class _AeadEngine(EspEngine):
 
     kind = "aead"
 
-    def __init__(self, *args: object, aead: AESGCM | ChaCha20Poly1305, **kwargs: object) -> None:
+    def __init__(self, *args: object, aead: Aead | AESGCM, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._aead = aead
 
@@ -314,8 +315,9 @@ class _NullEngine(EspEngine):
 
 def make_engine(transform: EncryptionTransform, cipher_key: bytes,
                 integrity: IntegrityTransform | None, integrity_key: bytes, *, spi: int,
-                esn: bool, rng: Rng = os.urandom) -> EspEngine:
-    """The ESP engine for ``transform`` keyed with ``cipher_key`` (key || salt)."""
+                esn: bool, rng: Rng = os.urandom, aead_backend: str | None = None) -> EspEngine:
+    """The ESP engine for ``transform`` keyed with ``cipher_key`` (key || salt); AES-GCM-16 and
+    ChaCha20-Poly1305 run on ``aead_backend`` (``espcore.aead.new_aead``)."""
     key_len = len(cipher_key) - transform.salt_size
     if key_len * 8 not in transform.key_bits:
         raise UsageError(
@@ -332,11 +334,13 @@ def make_engine(transform: EncryptionTransform, cipher_key: bytes,
     kind = transform.kind
     if kind == "gcm":
         if transform.icv_size == 16:
-            return _AeadEngine(transform, key, salt, mac, aead=AESGCM(key), **common)
+            aead = new_aead("aes-gcm", key, backend=aead_backend)
+            return _AeadEngine(transform, key, salt, mac, aead=aead, **common)
         return _GcmShortEngine(transform, key, salt, mac, aead=AESGCM(key),
                                algorithm=algorithms.AES(key), **common)
     if kind == "chacha":
-        return _AeadEngine(transform, key, salt, mac, aead=ChaCha20Poly1305(key), **common)
+        aead = new_aead("chacha20-poly1305", key, backend=aead_backend)
+        return _AeadEngine(transform, key, salt, mac, aead=aead, **common)
     if kind == "gmac":
         return _GmacEngine(transform, key, salt, mac, aead=AESGCM(key), **common)
     if kind == "cbc":

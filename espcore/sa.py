@@ -60,7 +60,9 @@ class SecurityAssociation(PacketPaths, BatchPaths):
     (64 by default, 0 disables it; it is off anyway without integrity), ``esn`` turns on 64-bit
     sequence numbers, ``lifetime`` sets soft/hard byte and packet limits, ``initial_sequence``
     the first outbound number and the start of the inbound window (tests and vectors), ``rng``
-    the randomness for CBC IVs.
+    the randomness for CBC IVs, ``aead_backend`` the implementation of AES-GCM-16 and
+    ChaCha20-Poly1305 ("openssl" or "cryptography", ``espcore.aead``; by default the C binding
+    where it was built).
     """
 
     __slots__ = ("spi", "protocol", "mode", "esn", "cipher_name", "integrity_name", "key_bits",
@@ -68,8 +70,8 @@ class SecurityAssociation(PacketPaths, BatchPaths):
                  "bytes_unprotected", "has_integrity", "is_confidential", "_initial_seq",
                  "_engine", "_ah", "_next_seq", "_max_seq", "_tracker", "_proto", "_hard",
                  "_trailers", "_align", "_out_bytes_mark", "_out_seq_mark", "_in_bytes_mark",
-                 "_in_packets_mark", "_salt", "_encrypt", "_decrypt", "_outer", "_outer_ttl",
-                 "_outer_sum", "_mac_copy", "_rng", "_iv_size", "_icv_size", "_block_mask",
+                 "_in_packets_mark", "_salt", "_encrypt", "_decrypt", "_seal", "_open", "_outer",
+                 "_outer_ttl", "_outer_sum", "_mac_copy", "_rng", "_iv_size", "_icv_size", "_block_mask",
                  "_block_shift", "_pad_table", "_pad_table_20", "_grow", "_sum_out")
 
     def __init__(self, *, protocol: str = "esp", spi: int, mode: str = "transport",
@@ -77,7 +79,8 @@ class SecurityAssociation(PacketPaths, BatchPaths):
                  integrity_key: bytes = b"", tunnel_source: object = None,
                  tunnel_destination: object = None, tunnel_ttl: int = 64,
                  replay_window: int = 64, esn: bool = False, lifetime: Lifetime = Lifetime(),
-                 initial_sequence: int = 1, rng: Rng = os.urandom) -> None:
+                 initial_sequence: int = 1, rng: Rng = os.urandom,
+                 aead_backend: str | None = None) -> None:
         if protocol not in ("esp", "ah"):
             raise UsageError(f"protocol must be 'esp' or 'ah', not {protocol!r}")
         if mode not in ("transport", "tunnel"):
@@ -107,7 +110,7 @@ class SecurityAssociation(PacketPaths, BatchPaths):
                                  f"(salt included), not {len(cipher_key)}")
             integ = integrity_named(integrity) if integrity is not None else None
             engine = make_engine(transform, cipher_key, integ, integrity_key, spi=spi,
-                                 esn=self.esn, rng=rng)
+                                 esn=self.esn, rng=rng, aead_backend=aead_backend)
             self._engine = engine
             self.key_bits = engine.key_bits
             self.cipher_name: str | None = qualified_name(transform, engine.key_bits)
@@ -153,6 +156,7 @@ class SecurityAssociation(PacketPaths, BatchPaths):
         """
         engine = self._engine
         self._salt, self._encrypt, self._decrypt = b"", None, None
+        self._seal = self._open = None
         self._outer, self._outer_ttl, self._outer_sum = b"", 0, 0
         self._mac_copy, self._rng, self._iv_size, self._icv_size = None, None, 0, 0
         self._block_mask = self._block_shift = 0
@@ -169,7 +173,8 @@ class SecurityAssociation(PacketPaths, BatchPaths):
             self._outer_sum = tunnel.base_sum + IPPROTO_ESP - 1
         if engine.kind == "aead":
             self._salt = engine._salt
-            self._encrypt, self._decrypt = engine._aead.encrypt, engine._aead.decrypt
+            aead = engine._aead  # an ``espcore.aead.Aead``
+            self._seal, self._open = aead.seal, aead.open
             self.__class__ = (_AeadTransport if tunnel is None else
                               _AeadTunnel if tunnel.version == 4 else _AeadPayload)
             return
