@@ -12,6 +12,10 @@
  *   seal(nonce, aad, head, data, start, end, trailer)
  *       -> head || E(data[start:end] || trailer) || tag
  *   open(nonce, aad, data, start, end) -> D(data[start:end])   the range ends with the tag
+ *   seal_esp(salt, head, data, start, end, trailer)     seal with ESP's nonce and AAD, taken
+ *   open_esp(salt, data, start, end)                    from SPI || sequence number || IV
+ *       (RFC 4106 §4-§5, RFC 7634 §2-§3, 32-bit sequence numbers): for seal_esp the last 16
+ *       bytes of head, for open_esp the first 16 bytes of the range
  *
  * Nonces are 12 bytes (RFC 4106 §4, RFC 7634 §2). Bad arguments raise TypeError or ValueError;
  * a failed tag raises cryptography.exceptions.InvalidTag and the output is discarded. No input
@@ -266,6 +270,69 @@ static PyObject *Aead_open(AeadObject *self, PyObject *const *args, Py_ssize_t n
     return out;
 }
 
+/* ESP's AEAD framing with 32-bit sequence numbers (RFC 4106 §4-§5, RFC 7634 §2-§3): the 16
+ * bytes SPI || sequence number || IV give the AAD (SPI || sequence number) and, after the 4-byte
+ * salt, the nonce (salt || IV). */
+#define ESP_HEAD 16
+
+static void esp_nonce(const Input *salt, const unsigned char *esp, unsigned char nonce[NONCE],
+                      Input *nonce_in, Input *aad_in) {
+    memcpy(nonce, salt->buf, 4);
+    memcpy(nonce + 4, esp + 8, 8);
+    nonce_in->buf = nonce;
+    nonce_in->len = NONCE;
+    nonce_in->has_view = 0;
+    aad_in->buf = esp;
+    aad_in->len = 8;
+    aad_in->has_view = 0;
+}
+
+static PyObject *Aead_seal_esp(AeadObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Inputs all = {.n = 0};
+    const Input *salt, *head, *data, *trailer;
+    Input nonce_in, aad_in;
+    unsigned char nonce[NONCE];
+    Py_ssize_t lo, hi;
+    PyObject *out = NULL;
+    if (check_args(nargs, 6, "seal_esp") == 0 && (salt = take(&all, args[0], "salt"))
+            && (head = take(&all, args[1], "head")) && (data = take(&all, args[2], "data"))
+            && (trailer = take(&all, args[5], "trailer"))
+            && get_range(args + 3, data->len, &lo, &hi) == 0) {
+        if (salt->len != 4 || head->len < ESP_HEAD) {
+            PyErr_SetString(PyExc_ValueError,
+                            "a 4-byte salt and a head ending with SPI, sequence number and IV are needed");
+        } else {
+            esp_nonce(salt, head->buf + head->len - ESP_HEAD, nonce, &nonce_in, &aad_in);
+            out = seal(self->enc, &nonce_in, &aad_in, head, data->buf + lo, hi - lo, trailer);
+        }
+    }
+    release_all(&all);
+    return out;
+}
+
+static PyObject *Aead_open_esp(AeadObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Inputs all = {.n = 0};
+    const Input *salt, *data;
+    Input nonce_in, aad_in;
+    unsigned char nonce[NONCE];
+    Py_ssize_t lo, hi;
+    PyObject *out = NULL;
+    if (check_args(nargs, 4, "open_esp") == 0 && (salt = take(&all, args[0], "salt"))
+            && (data = take(&all, args[1], "data"))
+            && get_range(args + 2, data->len, &lo, &hi) == 0) {
+        if (salt->len != 4) {
+            PyErr_SetString(PyExc_ValueError, "the salt must be 4 bytes");
+        } else if (hi - lo < ESP_HEAD + TAG) {
+            PyErr_SetNone(InvalidTag);
+        } else {
+            esp_nonce(salt, data->buf + lo, nonce, &nonce_in, &aad_in);
+            out = open_(self->dec, &nonce_in, &aad_in, data->buf + lo + ESP_HEAD, hi - lo - ESP_HEAD);
+        }
+    }
+    release_all(&all);
+    return out;
+}
+
 static int Aead_init(AeadObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"kind", "key", NULL};
     const char *kind;
@@ -320,6 +387,12 @@ static PyMethodDef Aead_methods[] = {
      "-> head || encrypt(data[start:end] || trailer) || tag"},
     {"open", (PyCFunction)(void (*)(void))Aead_open, METH_FASTCALL,
      "open(nonce, associated_data, data, start, end) -> decrypt(data[start:end])"},
+    {"seal_esp", (PyCFunction)(void (*)(void))Aead_seal_esp, METH_FASTCALL,
+     "seal_esp(salt, head, data, start, end, trailer) -> seal(salt || IV, SPI || sequence,\n"
+     "head, data, start, end, trailer), head ending with SPI, sequence number and IV"},
+    {"open_esp", (PyCFunction)(void (*)(void))Aead_open_esp, METH_FASTCALL,
+     "open_esp(salt, data, start, end) -> open(salt || IV, SPI || sequence, data, start + 16, end),\n"
+     "data[start:start + 16] being SPI, sequence number and IV"},
     {NULL, NULL, 0, NULL},
 };
 

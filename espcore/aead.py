@@ -15,7 +15,10 @@ Both: ``encrypt(nonce, data, aad)`` and ``decrypt(nonce, data, aad)`` as ``crypt
 classes (``decrypt`` raises ``cryptography.exceptions.InvalidTag``), ``seal(nonce, aad, head,
 data, start, end, trailer)`` returns ``head || encrypt(data[start:end] || trailer)`` (ciphertext
 and tag) and ``open(nonce, aad, data, start, end)`` returns ``decrypt(data[start:end])``; a range
-outside ``data`` raises ``ValueError``. Nonces are 12 bytes (RFC 4106 §4, RFC 7634 §2; the
+outside ``data`` raises ``ValueError``. ``seal_esp(salt, head, data, start, end, trailer)`` and
+``open_esp(salt, data, start, end)`` are the same with ESP's nonce and AAD for 32-bit sequence
+numbers (RFC 4106 §4-§5, RFC 7634 §2-§3) taken from SPI || sequence number || IV: the last 16
+bytes of ``head``, or the first 16 of the range (the ciphertext follows them). Nonces are 12 bytes (RFC 4106 §4, RFC 7634 §2; the
 binding refuses any other length, AESGCM takes 8 to 128 bytes), tags 16.
 
 It does not own ESP's nonce, AAD or trailer rules (``espcore.esp``, ``espcore.aead_paths``) or
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
 from espcore.errors import UsageError
@@ -55,6 +59,11 @@ class Aead(Protocol):
 
     def open(self, nonce: bytes, aad: Buffer, data: Buffer, start: int, end: int) -> bytes: ...
 
+    def seal_esp(self, salt: bytes, head: Buffer, data: Buffer, start: int, end: int,
+                 trailer: Buffer) -> bytes: ...
+
+    def open_esp(self, salt: bytes, data: Buffer, start: int, end: int) -> bytes: ...
+
 
 class CryptographyAead:
     """``Aead`` on ``cryptography``'s AESGCM or ChaCha20Poly1305 (16-byte tags)."""
@@ -77,6 +86,22 @@ class CryptographyAead:
         if not 0 <= start <= end <= len(data):
             raise ValueError("start and end must satisfy 0 <= start <= end <= len(data)")
         return self.decrypt(nonce, data[start:end], aad)
+
+    def seal_esp(self, salt: bytes, head: Buffer, data: Buffer, start: int, end: int,
+                 trailer: Buffer) -> bytes:
+        if len(salt) != 4 or len(head) < 16 or not 0 <= start <= end <= len(data):
+            raise ValueError("a 4-byte salt, a head ending with SPI, sequence number and IV, "
+                             "and 0 <= start <= end <= len(data) are needed")
+        return b"".join((head, self.encrypt(salt + head[-8:], b"".join((data[start:end], trailer)),
+                                            head[-16:-8])))
+
+    def open_esp(self, salt: bytes, data: Buffer, start: int, end: int) -> bytes:
+        if len(salt) != 4 or not 0 <= start <= end <= len(data):
+            raise ValueError("a 4-byte salt and 0 <= start <= end <= len(data) are needed")
+        if end - start < 32:  # shorter than SPI, sequence number, IV and tag
+            raise InvalidTag
+        return self.decrypt(salt + data[start + 8:start + 16], data[start + 16:end],
+                            data[start:start + 8])
 
 
 def new_aead(kind: str, key: bytes, *, backend: str | None = None) -> Aead:

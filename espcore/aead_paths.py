@@ -14,15 +14,16 @@ handles it or raises the precise error.
 Per packet the cost is the number of Python operations, so each step is as short as it can be
 (protocol numbers are literals in the hot paths: a module constant costs a lookup each time):
 
-- one ``struct`` call reads the IPv4 header (and SPI, sequence number and IV) and one writes
-  the new header with the ESP header and IV (IV = the sequence number, unique per key as
-  RFC 4106 §3.1 and RFC 7634 §2 require); the nonce salt || IV is packed by one more call
-  (RFC 4106 §4) and the AAD SPI || sequence number is a slice of the header (RFC 4106 §5);
+- one ``struct`` call reads the IPv4 header (and SPI and sequence number) and one writes the
+  new header with the ESP header and IV (IV = the sequence number, unique per key as
+  RFC 4106 §3.1 and RFC 7634 §2 require);
 - the trailer is a table entry per (Next Header, length mod 4): padding 1, 2, 3... to the
   4-byte alignment of RFC 4303 §2.4, Pad Length, Next Header;
-- the AEAD is an ``espcore.aead.Aead``: ``seal`` encrypts the payload where it lies in the
-  packet, followed by the trailer, into one object that starts with the new headers, and
-  ``open`` decrypts the range after the IV, so no payload is copied on the way in or out;
+- the AEAD is an ``espcore.aead.Aead``: ``seal_esp`` takes the nonce salt || IV (RFC 4106 §4)
+  and the AAD SPI || sequence number (RFC 4106 §5) from the ESP header it is given and encrypts
+  the payload where it lies in the packet, followed by the trailer, into one object that starts
+  with the new headers; ``open_esp`` reads them from the packet and decrypts the range after the
+  IV. No payload is copied on the way in, nor on the way out before the trailer is cut off;
 - the IPv4 checksum is updated incrementally (RFC 1624 eqn. 3) with the constant words summed
   ahead, and the end-around-carry fold of a positive sum s written as (s - 1) % 0xFFFF + 1;
 - the counters are compared with the marks ``espcore.sa`` sets (one comparison per limit);
@@ -53,8 +54,8 @@ Buffer = bytes | bytearray | memoryview
 # protocol, checksum, source and destination addresses (one 8-byte string).
 _V4 = struct.Struct("!BBHIBBH8s")
 _unpack_v4, _pack_v4 = _V4.unpack_from, _V4.pack
-#: The same followed by SPI, sequence number and IV: an inbound IPv4 ESP packet's 36 bytes.
-_unpack_v4_esp = struct.Struct("!BBHIBBH8sIIQ").unpack_from
+#: The same followed by SPI and sequence number: the first 28 bytes of an inbound IPv4 ESP packet.
+_unpack_v4_esp = struct.Struct("!BBHIBBH8sII").unpack_from
 #: An outbound transport-mode packet's first 36 bytes: IPv4 header, SPI, sequence number, IV.
 _pack_v4_esp = struct.Struct("!BBHIBBH8sIIQ").pack
 #: The outer header of tunnel mode (identification and flags separate), SPI, sequence, IV.
@@ -62,9 +63,7 @@ _pack_outer_esp = struct.Struct("!BBHHHBBH8sIIQ").pack
 #: The first word of an inner IPv4 packet and its identification and flags.
 _unpack_inner_v4 = struct.Struct("!BBHI").unpack_from
 _pack_esp = struct.Struct("!IIQ").pack
-_unpack_esp = struct.Struct("!IIQ").unpack_from
-#: RFC 4106 §4, RFC 7634 §2: the nonce is the salt followed by the IV.
-_pack_nonce = struct.Struct("!4sQ").pack
+_unpack_esp = struct.Struct("!II").unpack_from
 
 #: Pad length for a payload of length L, indexed by L mod 4 (payload + 2 trailer bytes aligned).
 _PAD = tuple((2 - r) & 3 for r in range(4))
@@ -97,8 +96,8 @@ class AeadPayloadPaths:
     _hard: bool
     _next_seq: int
     _salt: bytes
-    _seal: Callable[[bytes, Buffer, Buffer, Buffer, int, int, bytes], bytes]
-    _open: Callable[[bytes, Buffer, Buffer, int, int], bytes]
+    _seal_esp: Callable[[bytes, Buffer, Buffer, int, int, bytes], bytes]
+    _open_esp: Callable[[bytes, Buffer, int, int], bytes]
     _out_bytes_mark: int
     _out_seq_mark: int
     _in_bytes_mark: int
@@ -115,8 +114,8 @@ class AeadPayloadPaths:
             seq = self._next_seq
             n = len(payload)
             head = _pack_esp(self.spi, seq, seq)
-            out = self._seal(_pack_nonce(self._salt, seq), head[:8], head, payload, 0, n,
-                             TRAILERS_4[(next_header << 2) | (n & 3)])
+            out = self._seal_esp(self._salt, head, payload, 0, n,
+                                 TRAILERS_4[(next_header << 2) | (n & 3)])
             self._next_seq = seq + 1
             total = self.bytes_protected + n
             self.bytes_protected = total
@@ -131,7 +130,7 @@ class AeadPayloadPaths:
             raise self._expired()
         end = len(esp)
         if end >= _MIN_ESP:
-            spi, seq, iv = _unpack_esp(esp)
+            spi, seq = _unpack_esp(esp)
             if spi != self.spi:
                 raise UnknownSpiError(spi)
             replay = self.replay
@@ -139,7 +138,7 @@ class AeadPayloadPaths:
             if seq <= top:
                 replay.check(seq)  # RFC 4303 §3.4.3: the cheap check before the ICV
             try:
-                plaintext = self._open(_pack_nonce(self._salt, iv), esp[:8], esp, 16, end)
+                plaintext = self._open_esp(self._salt, esp, 0, end)
             except InvalidTag:
                 raise IntegrityError(spi, seq) from None
             pad = plaintext[-2]
@@ -193,8 +192,8 @@ class AeadTransportPaths(AeadPayloadPaths):
                                         addresses, self.spi, seq, seq)
                 except struct.error:  # over 65535 bytes: the general path's UsageError
                     return super().protect(packet, iv=iv)  # type: ignore[misc]
-                out = self._seal(_pack_nonce(self._salt, seq), head[20:28], head, packet, 20,
-                                 total, TRAILERS_4[(proto << 2) | r])
+                out = self._seal_esp(self._salt, head, packet, 20, total,
+                                     TRAILERS_4[(proto << 2) | r])
                 self._next_seq = seq + 1
                 n = self.bytes_protected + total
                 self.bytes_protected = n
@@ -212,7 +211,7 @@ class AeadTransportPaths(AeadPayloadPaths):
         if self._hard:
             raise self._expired()
         try:
-            vihl, tos, total, ident_frag, ttl, proto, csum, addresses, spi, seq, iv = \
+            vihl, tos, total, ident_frag, ttl, proto, csum, addresses, spi, seq = \
                 _unpack_v4_esp(packet)
         except struct.error:
             vihl = 0
@@ -226,8 +225,7 @@ class AeadTransportPaths(AeadPayloadPaths):
             if seq <= top:
                 replay.check(seq)
             try:
-                plaintext = self._open(_pack_nonce(self._salt, iv), packet[20:28], packet, 36,
-                                       total)
+                plaintext = self._open_esp(self._salt, packet, 20, total)
             except InvalidTag:
                 raise IntegrityError(spi, seq) from None
             pad = plaintext[-2]
@@ -289,8 +287,7 @@ class AeadTunnelPaths(AeadPayloadPaths):
                         self._outer, self.spi, seq, seq)
                 except struct.error:  # over 65535 bytes: the general path's UsageError
                     return super().protect(packet, iv=iv)  # type: ignore[misc]
-                out = self._seal(_pack_nonce(self._salt, seq), head[20:28], head, packet, 0,
-                                 total, _TUNNEL_TRAILERS[r])
+                out = self._seal_esp(self._salt, head, packet, 0, total, _TUNNEL_TRAILERS[r])
                 self._next_seq = seq + 1
                 n = self.bytes_protected + total
                 self.bytes_protected = n
@@ -308,7 +305,7 @@ class AeadTunnelPaths(AeadPayloadPaths):
         if self._hard:
             raise self._expired()
         try:
-            vihl, tos, total, ident_frag, ttl, proto, csum, addresses, spi, seq, iv = \
+            vihl, tos, total, ident_frag, ttl, proto, csum, addresses, spi, seq = \
                 _unpack_v4_esp(packet)
         except struct.error:
             vihl = 0
@@ -321,8 +318,7 @@ class AeadTunnelPaths(AeadPayloadPaths):
             if seq <= top:
                 replay.check(seq)
             try:
-                plaintext = self._open(_pack_nonce(self._salt, iv), packet[20:28], packet, 36,
-                                       total)
+                plaintext = self._open_esp(self._salt, packet, 20, total)
             except InvalidTag:
                 raise IntegrityError(spi, seq) from None
             pad = plaintext[-2]

@@ -81,8 +81,8 @@ class AeadBatchPaths:
     _hard: bool
     _next_seq: int
     _salt: bytes
-    _seal: Callable[[bytes, Buffer, Buffer, Buffer, int, int, bytes], bytes]
-    _open: Callable[[bytes, Buffer, Buffer, int, int], bytes]
+    _seal_esp: Callable[[bytes, Buffer, Buffer, int, int, bytes], bytes]
+    _open_esp: Callable[[bytes, Buffer, int, int], bytes]
     _outer: bytes
     _outer_ttl: int
     _outer_sum: int
@@ -100,7 +100,7 @@ class AeadBatchPaths:
         """
         results: list[bytes | EspError] = []
         append, protect = results.append, self.protect
-        seal, salt, spi, is_tunnel = self._seal, self._salt, self.spi, self.tunnel is not None
+        seal, salt, spi, is_tunnel = self._seal_esp, self._salt, self.spi, self.tunnel is not None
         outer, outer_ttl, outer_sum = self._outer, self._outer_ttl, self._outer_sum
         unpack, pack, pack_outer = _V4.unpack_from, _V4_ESP.pack, _OUTER_ESP.pack
         seq, sent = self._next_seq, self.bytes_protected
@@ -127,8 +127,7 @@ class AeadBatchPaths:
                                     0x45, tos, length, ident, df, outer_ttl, 50,
                                     0xFFFE - (outer_sum + tos + length + ident + df) % 0xFFFF,
                                     outer, spi, seq, seq)
-                                append(seal(salt + head[28:], head[20:28], head, packet, 0,
-                                            total, _TUNNEL_TRAILERS[r]))
+                                append(seal(salt, head, packet, 0, total, _TUNNEL_TRAILERS[r]))
                                 seq += 1
                                 sent += total
                                 continue
@@ -136,7 +135,7 @@ class AeadBatchPaths:
                             head = pack(0x45, tos, total + _GROW_TRANSPORT[r], ident_frag, ttl,
                                         50, 0xFFFE - (_SUM_OUT[r] - csum - proto) % 0xFFFF,
                                         addresses, spi, seq, seq)
-                            append(seal(salt + head[28:], head[20:28], head, packet, 20, total,
+                            append(seal(salt, head, packet, 20, total,
                                         TRAILERS_4[(proto << 2) | r]))
                             seq += 1
                             sent += total
@@ -162,7 +161,7 @@ class AeadBatchPaths:
         """
         results: list[bytes | EspError] = []
         append, unprotect = results.append, self.unprotect
-        open_, salt, spi, is_tunnel = self._open, self._salt, self.spi, self.tunnel is not None
+        open_, salt, spi, is_tunnel = self._open_esp, self._salt, self.spi, self.tunnel is not None
         unpack, pack = _V4_SPI_SEQ.unpack_from, _V4.pack
         replay = self.replay
         top, bitmap, size, mask = replay.top, replay.bitmap, replay.size, replay.mask
@@ -182,7 +181,7 @@ class AeadBatchPaths:
                         and seq - top < size and count + 1 < packets_mark
                         and 56 <= total <= len(packet) and not ident_frag & 0x3FFF):
                     try:
-                        plaintext = open_(salt + packet[28:36], packet[20:28], packet, 36, total)
+                        plaintext = open_(salt, packet, 20, total)
                     except InvalidTag:
                         append(IntegrityError(spi, seq))  # RFC 4303 §3.4.4: nothing changes
                         continue

@@ -70,9 +70,10 @@ class SecurityAssociation(PacketPaths, BatchPaths):
                  "bytes_unprotected", "has_integrity", "is_confidential", "_initial_seq",
                  "_engine", "_ah", "_next_seq", "_max_seq", "_tracker", "_proto", "_hard",
                  "_trailers", "_align", "_out_bytes_mark", "_out_seq_mark", "_in_bytes_mark",
-                 "_in_packets_mark", "_salt", "_encrypt", "_decrypt", "_seal", "_open", "_outer",
-                 "_outer_ttl", "_outer_sum", "_mac_copy", "_rng", "_iv_size", "_icv_size", "_block_mask",
-                 "_block_shift", "_pad_table", "_pad_table_20", "_grow", "_sum_out")
+                 "_in_packets_mark", "_salt", "_encrypt", "_decrypt", "_seal_esp", "_open_esp",
+                 "_outer", "_outer_ttl", "_outer_sum", "_mac_copy", "_rng", "_iv_size",
+                 "_icv_size", "_block_mask", "_block_shift", "_pad_table", "_pad_table_20",
+                 "_grow", "_sum_out")
 
     def __init__(self, *, protocol: str = "esp", spi: int, mode: str = "transport",
                  cipher: str | None = None, cipher_key: bytes = b"", integrity: str | None = None,
@@ -156,7 +157,7 @@ class SecurityAssociation(PacketPaths, BatchPaths):
         """
         engine = self._engine
         self._salt, self._encrypt, self._decrypt = b"", None, None
-        self._seal = self._open = None
+        self._seal_esp = self._open_esp = None
         self._outer, self._outer_ttl, self._outer_sum = b"", 0, 0
         self._mac_copy, self._rng, self._iv_size, self._icv_size = None, None, 0, 0
         self._block_mask = self._block_shift = 0
@@ -174,7 +175,7 @@ class SecurityAssociation(PacketPaths, BatchPaths):
         if engine.kind == "aead":
             self._salt = engine._salt
             aead = engine._aead  # an ``espcore.aead.Aead``
-            self._seal, self._open = aead.seal, aead.open
+            self._seal_esp, self._open_esp = aead.seal_esp, aead.open_esp
             self.__class__ = (_AeadTransport if tunnel is None else
                               _AeadTunnel if tunnel.version == 4 else _AeadPayload)
             return

@@ -80,6 +80,45 @@ def test_seal_and_open_are_encrypt_and_decrypt_of_a_range(backend, index, nonce,
 
 
 @pytest.mark.parametrize("backend,index", CASES, ids=CASE_IDS)
+@given(salt=st.binary(min_size=4, max_size=4), outer=st.binary(max_size=24),
+       esp=st.binary(min_size=16, max_size=16), data=payloads, trailer=st.binary(max_size=6),
+       cut=st.tuples(st.integers(0, 600), st.integers(0, 600)))
+def test_the_esp_forms_take_nonce_and_aad_from_the_esp_header(backend, index, salt, outer, esp,
+                                                              data, trailer, cut):
+    """seal_esp/open_esp: nonce = salt || IV and AAD = SPI || sequence number (RFC 4106 §4-§5),
+    from the 16 bytes SPI || sequence || IV ending ``head`` or starting the range."""
+    ours, theirs = pair(backend, index)
+    start, end = sorted(min(c, len(data)) for c in cut)
+    head = outer + esp
+    sealed = ours.seal_esp(salt, head, data, start, end, trailer)
+    assert sealed == head + theirs.encrypt(salt + esp[8:], data[start:end] + trailer, esp[:8])
+    assert sealed == ours.seal(salt + esp[8:], esp[:8], head, data, start, end, trailer)
+    framed = sealed + b"\xee"
+    assert ours.open_esp(salt, framed, len(outer), len(sealed)) == data[start:end] + trailer
+    with pytest.raises(InvalidTag):  # a different SPI or sequence number is a different AAD
+        ours.open_esp(salt, bytes(len(outer)) + bytes([esp[0] ^ 1]) + sealed[len(outer) + 1:],
+                      len(outer), len(sealed))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_esp_forms_refuse_short_input(backend):
+    ours, _ = pair(backend, 0)
+    with pytest.raises(ValueError):
+        ours.seal_esp(bytes(4), bytes(15), b"data", 0, 4, b"")
+    for salt in (bytes(3), bytes(5)):
+        with pytest.raises(ValueError):
+            ours.seal_esp(salt, bytes(16), b"data", 0, 4, b"")
+        for end in (10, 40):  # the salt is checked before the length
+            with pytest.raises(ValueError):
+                ours.open_esp(salt, bytes(40), 0, end)
+    for n in range(32):  # less than an ESP header and a tag
+        with pytest.raises(InvalidTag):
+            ours.open_esp(bytes(4), bytes(40), 0, n)
+    with pytest.raises(ValueError):
+        ours.open_esp(bytes(4), bytes(40), 10, 50)
+
+
+@pytest.mark.parametrize("backend,index", CASES, ids=CASE_IDS)
 @given(nonce=nonces, data=payloads, aad=st.binary(max_size=16), bit=st.integers(min_value=0))
 def test_any_flipped_bit_fails_the_tag(backend, index, nonce, data, aad, bit):
     ours, _ = pair(backend, index)
