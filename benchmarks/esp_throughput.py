@@ -165,7 +165,8 @@ def python_floor(suite: str, size: int, key: bytes):
     trailer = bytes(range(1, pad + 1)) + bytes((pad, 17))
     grow = 8 + 8 + pad + 2 + 16
     header, esp = struct.Struct("!BBHIBBH8s"), struct.Struct("!BBHIBBH8sIIQ")
-    unpack_v4, pack_v4, unpack_esp, pack_esp = header.unpack_from, header.pack, esp.unpack_from, esp.pack
+    unpack_v4, pack_v4 = header.unpack_from, header.pack
+    unpack_esp, pack_esp = esp.unpack_from, esp.pack
     pack_nonce, numbers = _NONCE.pack, itertools.count(1)
 
     def round_trip() -> None:

@@ -18,8 +18,9 @@ and tag) and ``open(nonce, aad, data, start, end)`` returns ``decrypt(data[start
 outside ``data`` raises ``ValueError``. ``seal_esp(salt, head, data, start, end, trailer)`` and
 ``open_esp(salt, data, start, end)`` are the same with ESP's nonce and AAD for 32-bit sequence
 numbers (RFC 4106 §4-§5, RFC 7634 §2-§3) taken from SPI || sequence number || IV: the last 16
-bytes of ``head``, or the first 16 of the range (the ciphertext follows them). Nonces are 12 bytes (RFC 4106 §4, RFC 7634 §2; the
-binding refuses any other length, AESGCM takes 8 to 128 bytes), tags 16.
+bytes of ``head``, or the first 16 of the range (the ciphertext follows them). Nonces are
+12 bytes (RFC 4106 §4, RFC 7634 §2; the binding refuses any other length, AESGCM takes 8 to
+128 bytes), tags 16.
 
 It does not own ESP's nonce, AAD or trailer rules (``espcore.esp``, ``espcore.aead_paths``) or
 the other AEAD sizes (GCM with 8- or 12-byte ICVs and GMAC stay on ``cryptography``).

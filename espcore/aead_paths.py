@@ -30,8 +30,9 @@ Per packet the cost is the number of Python operations, so each step is as short
 - the replay window: a packet one past the top of a full window only moves the top (the
   bitmap of a full window stays all ones), any other goes through the general update.
 
-It does not own the general paths, the AEAD implementations (``espcore.aead``), the replay window's rules
-(``espcore.replay``; the common in-window case is inlined) or lifetimes (``espcore.lifetime``).
+It does not own the general paths, the AEAD implementations (``espcore.aead``), the replay
+window's rules (``espcore.replay``; the common in-window case is inlined) or lifetimes
+(``espcore.lifetime``).
 """
 
 from __future__ import annotations

@@ -166,7 +166,8 @@ def test_bad_arguments_are_refused(backend):
 @pytest.mark.skipif(not BUILT, reason="espcore._aead is not built here")
 def test_the_binding_refuses_unknown_kinds_and_key_sizes():
     from espcore._aead import Aead
-    for kind, key in (("aes-gcm", bytes(20)), ("chacha20-poly1305", bytes(16)), ("aes-ccm", bytes(16))):
+    for kind, key in (("aes-gcm", bytes(20)), ("chacha20-poly1305", bytes(16)),
+                      ("aes-ccm", bytes(16))):
         with pytest.raises(ValueError):
             Aead(kind, key)
     aead = Aead("aes-gcm", bytes(16))
