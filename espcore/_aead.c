@@ -80,6 +80,10 @@ static int fail_openssl(void) {
 /* Set the nonce and feed the AAD: the context keeps its key from the constructor. */
 static int start(EVP_CIPHER_CTX *ctx, int encrypting, const Input *nonce, const Input *aad) {
     int n;
+    if (ctx == NULL) {  /* made by Aead.__new__ without __init__ */
+        PyErr_SetString(PyExc_ValueError, "this Aead object has no key");
+        return -1;
+    }
     if (nonce->len != NONCE) {
         PyErr_SetString(PyExc_ValueError, "the nonce must be 12 bytes");
         return -1;

@@ -173,6 +173,11 @@ def test_the_binding_refuses_unknown_kinds_and_key_sizes():
     aead = Aead("aes-gcm", bytes(16))
     with pytest.raises(TypeError):
         aead.__init__("aes-gcm", bytes(16))  # keyed once
+    unkeyed = Aead.__new__(Aead)  # no __init__: refused, not a crash
+    with pytest.raises(ValueError):
+        unkeyed.encrypt(bytes(12), b"data", b"")
+    with pytest.raises(ValueError):
+        unkeyed.open_esp(bytes(4), bytes(40), 0, 40)
 
 
 @pytest.mark.skipif(not BUILT, reason="espcore._aead is not built here")
