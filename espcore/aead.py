@@ -22,8 +22,9 @@ bytes of ``head``, or the first 16 of the range (the ciphertext follows them). N
 12 bytes (RFC 4106 §4, RFC 7634 §2; the binding refuses any other length, AESGCM takes 8 to
 128 bytes), tags 16.
 
-It does not own ESP's nonce, AAD or trailer rules (``espcore.esp``, ``espcore.aead_paths``) or
-the other AEAD sizes (GCM with 8- or 12-byte ICVs and GMAC stay on ``cryptography``).
+It does not own ESP's headers, trailer, ESN nonce and AAD or state (``espcore.esp``,
+``espcore.aead_paths``), nor the other AEAD sizes (GCM with 8- or 12-byte ICVs and GMAC stay on
+``cryptography``).
 """
 
 from __future__ import annotations
