@@ -8,6 +8,7 @@ bad arguments raise ``TypeError``/``ValueError``; SAs on either backend interope
 from __future__ import annotations
 
 import os
+import random
 import sys
 
 import pytest
@@ -131,6 +132,23 @@ def test_any_flipped_bit_fails_the_tag(backend, index, nonce, data, aad, bit):
         ours.open(nonce, aad, bytes(sealed), 0, len(sealed))
     with pytest.raises(InvalidTag):  # the AAD is authenticated too
         ours.decrypt(nonce, ours.encrypt(nonce, data, aad), aad + b"x")
+
+
+@pytest.mark.parametrize("backend,index", CASES, ids=CASE_IDS)
+def test_one_object_serves_many_packets(backend, index):
+    """The context is keyed once: each call starts afresh from its own nonce, after successes
+    and failures alike."""
+    ours, theirs = pair(backend, index)
+    rng = random.Random(index)
+    for i in range(200):
+        nonce, aad = rng.randbytes(12), rng.randbytes(i % 13)
+        data = rng.randbytes(rng.randrange(0, 1500))
+        sealed = ours.seal(nonce, aad, b"", data, 0, len(data), b"")
+        assert sealed == theirs.encrypt(nonce, data, aad)
+        if i % 3 == 0:
+            with pytest.raises(InvalidTag):
+                ours.decrypt(nonce, sealed, aad + b"!")
+        assert ours.decrypt(nonce, sealed, aad) == data
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
