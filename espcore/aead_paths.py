@@ -26,12 +26,12 @@ Per packet the cost is the number of Python operations, so each step is as short
   IV. No payload is copied on the way in, nor on the way out before the trailer is cut off;
 - the IPv4 checksum is updated incrementally (RFC 1624 eqn. 3) with the constant words summed
   ahead, and the end-around-carry fold of a positive sum s written as (s - 1) % 0xFFFF + 1;
-- the counters are compared with the marks ``espcore.sa`` sets (one comparison per limit);
-- the replay window: a packet one past the top of a full window only moves the top (the
-  bitmap of a full window stays all ones), any other goes through the general update.
+- the outbound counters are compared with the marks ``espcore.sa`` sets (one comparison per
+  limit); an authentic inbound packet is accounted by the general paths' ``_accept`` (window
+  update, dummy packets, counters), the one place for that in every path.
 
 It does not own the general paths, the AEAD implementations (``espcore.aead``), the replay
-window's rules (``espcore.replay``; the common in-window case is inlined) or lifetimes
+window's rules (``espcore.replay``; the cheap check's common case is inlined) or lifetimes
 (``espcore.lifetime``).
 """
 
@@ -42,7 +42,7 @@ from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 
-from espcore.errors import DummyPacket, IntegrityError, UnknownSpiError
+from espcore.errors import IntegrityError, UnknownSpiError
 from espcore.esp import PADDING
 from espcore.ip import IPPROTO_ESP, IPPROTO_IPIP, check_inner
 from espcore.replay import ReplayWindow
@@ -104,6 +104,7 @@ class AeadPayloadPaths:
     _in_bytes_mark: int
     _in_packets_mark: int
     _counted: Callable[[], None]
+    _accept: Callable[[int, int, int], None]  # window, dummy packets, counters (espcore.modes)
     _expired: Callable[[], Exception]
 
     def protect_payload(self, payload: Buffer, next_header: int, *,
@@ -150,21 +151,7 @@ class AeadPayloadPaths:
                 next_header = plaintext[-1]
                 payload = plaintext[:n]
                 # RFC 4303 §3.4.3: the window moves only now that the ICV verified.
-                if seq - top == 1 and replay.bitmap == replay.mask:
-                    replay.top = seq  # the next in order, all seen: the bitmap stays full
-                elif seq > top and seq - top < replay.size:
-                    replay.bitmap = ((replay.bitmap << (seq - top)) | 1) & replay.mask
-                    replay.top = seq
-                else:
-                    replay.accept(seq)
-                if next_header == 59:  # IPPROTO_NONE
-                    raise DummyPacket(spi, seq)  # RFC 4303 §2.6: authentic, then dropped
-                packets = self.packets_unprotected + 1
-                self.packets_unprotected = packets
-                total = self.bytes_unprotected + n
-                self.bytes_unprotected = total
-                if total >= self._in_bytes_mark or packets >= self._in_packets_mark:
-                    self._counted()
+                self._accept(seq, next_header, n)
                 return next_header, payload
         return super().unprotect_payload(esp)  # type: ignore[misc]
 
@@ -236,22 +223,8 @@ class AeadTransportPaths(AeadPayloadPaths):
                 out = _pack_v4(0x45, tos, 20 + n, ident_frag, ttl, next_header,
                                0xFFFE - (_SUM_IN - csum - total + n + next_header) % 0xFFFF,
                                addresses) + plaintext[:n]
-                if seq - top == 1 and replay.bitmap == replay.mask:
-                    replay.top = seq  # the next in order, all seen: the bitmap stays full
-                elif seq > top and seq - top < replay.size:
-                    replay.bitmap = ((replay.bitmap << (seq - top)) | 1) & replay.mask
-                    replay.top = seq
-                else:
-                    replay.accept(seq)
-                if next_header == 59:  # IPPROTO_NONE
-                    raise DummyPacket(spi, seq)
-                n += 20
-                packets = self.packets_unprotected + 1
-                self.packets_unprotected = packets
-                total = self.bytes_unprotected + n
-                self.bytes_unprotected = total
-                if total >= self._in_bytes_mark or packets >= self._in_packets_mark:
-                    self._counted()
+                # RFC 4303 §3.4.3: the window moves only now that the ICV verified.
+                self._accept(seq, next_header, n + 20)
                 return out
         return super().unprotect(packet)  # type: ignore[misc]
 
@@ -332,20 +305,7 @@ class AeadTunnelPaths(AeadPayloadPaths):
                 if not (next_header == 4 and n >= 20 and out[0] == 0x45
                         and (out[2] << 8 | out[3]) == n) and next_header != 59:
                     check_inner(out, next_header)
-                if seq - top == 1 and replay.bitmap == replay.mask:
-                    replay.top = seq  # the next in order, all seen: the bitmap stays full
-                elif seq > top and seq - top < replay.size:
-                    replay.bitmap = ((replay.bitmap << (seq - top)) | 1) & replay.mask
-                    replay.top = seq
-                else:
-                    replay.accept(seq)
-                if next_header == 59:  # IPPROTO_NONE
-                    raise DummyPacket(spi, seq)
-                packets = self.packets_unprotected + 1
-                self.packets_unprotected = packets
-                total = self.bytes_unprotected + n
-                self.bytes_unprotected = total
-                if total >= self._in_bytes_mark or packets >= self._in_packets_mark:
-                    self._counted()
+                # RFC 4303 §3.4.3: the window moves only now that the ICV verified.
+                self._accept(seq, next_header, n)
                 return out
         return super().unprotect(packet)  # type: ignore[misc]

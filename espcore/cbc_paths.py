@@ -30,7 +30,7 @@ import struct
 from collections.abc import Callable
 from hmac import compare_digest
 
-from espcore.errors import DummyPacket, IntegrityError, UnknownSpiError
+from espcore.errors import IntegrityError, UnknownSpiError
 from espcore.esp import PADDING
 from espcore.ip import IPPROTO_ESP, IPPROTO_IPIP, check_inner
 from espcore.replay import ReplayWindow
@@ -86,6 +86,7 @@ class CbcPayloadPaths:
     _in_bytes_mark: int
     _in_packets_mark: int
     _counted: Callable[[], None]
+    _accept: Callable[[int, int, int], None]  # window, dummy packets, counters (espcore.modes)
     _expired: Callable[[], Exception]
 
     def protect_payload(self, payload: Buffer, next_header: int, *,
@@ -139,21 +140,8 @@ class CbcPayloadPaths:
             if n >= 0 and (not pad or plaintext[start + n:-1] == PADDING[pad]):
                 next_header = plaintext[-1]
                 payload = plaintext[start:start + n]
-                if seq - top == 1 and replay.bitmap == replay.mask:
-                    replay.top = seq  # the next in order, all seen: the bitmap stays full
-                elif seq > top and seq - top < replay.size:
-                    replay.bitmap = ((replay.bitmap << (seq - top)) | 1) & replay.mask
-                    replay.top = seq
-                else:
-                    replay.accept(seq)
-                if next_header == 59:  # IPPROTO_NONE
-                    raise DummyPacket(spi, seq)  # RFC 4303 §2.6: authentic, then dropped
-                packets = self.packets_unprotected + 1
-                self.packets_unprotected = packets
-                total = self.bytes_unprotected + n
-                self.bytes_unprotected = total
-                if total >= self._in_bytes_mark or packets >= self._in_packets_mark:
-                    self._counted()
+                # RFC 4303 §3.4.3: the window moves only now that the ICV verified.
+                self._accept(seq, next_header, n)
                 return next_header, payload
         return super().unprotect_payload(esp)  # type: ignore[misc]
 
@@ -239,22 +227,8 @@ class CbcTransportPaths(CbcPayloadPaths):
                     out = _pack_v4(0x45, tos, 20 + n, ident_frag, ttl, next_header,
                                    0xFFFE - (_SUM_IN - csum - total + n + next_header) % 0xFFFF,
                                    addresses) + plaintext[start:start + n]
-                    if seq - top == 1 and replay.bitmap == replay.mask:
-                        replay.top = seq
-                    elif seq > top and seq - top < replay.size:
-                        replay.bitmap = ((replay.bitmap << (seq - top)) | 1) & replay.mask
-                        replay.top = seq
-                    else:
-                        replay.accept(seq)
-                    if next_header == 59:  # IPPROTO_NONE
-                        raise DummyPacket(spi, seq)
-                    n += 20
-                    packets = self.packets_unprotected + 1
-                    self.packets_unprotected = packets
-                    total = self.bytes_unprotected + n
-                    self.bytes_unprotected = total
-                    if total >= self._in_bytes_mark or packets >= self._in_packets_mark:
-                        self._counted()
+                    # RFC 4303 §3.4.3: the window moves only now that the ICV verified.
+                    self._accept(seq, next_header, n + 20)
                     return out
         return super().unprotect(packet)  # type: ignore[misc]
 
@@ -347,21 +321,8 @@ class CbcTunnelPaths(CbcPayloadPaths):
                     if not (next_header == 4 and n >= 20 and out[0] == 0x45
                             and (out[2] << 8 | out[3]) == n) and next_header != 59:
                         check_inner(out, next_header)
-                    if seq - top == 1 and replay.bitmap == replay.mask:
-                        replay.top = seq
-                    elif seq > top and seq - top < replay.size:
-                        replay.bitmap = ((replay.bitmap << (seq - top)) | 1) & replay.mask
-                        replay.top = seq
-                    else:
-                        replay.accept(seq)
-                    if next_header == 59:  # IPPROTO_NONE
-                        raise DummyPacket(spi, seq)
-                    packets = self.packets_unprotected + 1
-                    self.packets_unprotected = packets
-                    total = self.bytes_unprotected + n
-                    self.bytes_unprotected = total
-                    if total >= self._in_bytes_mark or packets >= self._in_packets_mark:
-                        self._counted()
+                    # RFC 4303 §3.4.3: the window moves only now that the ICV verified.
+                    self._accept(seq, next_header, n)
                     return out
         return super().unprotect(packet)  # type: ignore[misc]
 

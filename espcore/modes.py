@@ -194,7 +194,9 @@ class PacketPaths:
         # RFC 4303 §3.4.3: the window moves only for a packet whose ICV verified.
         replay = self.replay
         top = replay.top
-        if seq > top and seq - top < replay.size:
+        if seq - top == 1 and replay.bitmap == replay.mask:
+            replay.top = seq  # the next in order, all seen: the bitmap stays full
+        elif seq > top and seq - top < replay.size:
             replay.bitmap = ((replay.bitmap << (seq - top)) | 1) & replay.mask
             replay.top = seq
         else:
